@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""mnist-bench: the same MNIST MLP and CNN, trained the same way, in every framework.
+
+Thin command line over harness/: it parses arguments and calls the machinery. No ML
+framework (and nothing heavy) is imported here, so `list` and `--help` start at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from harness.errors import UserError
+
+
+def overrides(args: argparse.Namespace) -> dict:
+    """Command-line values that replace the config's."""
+    split = lambda text: [s.strip() for s in text.split(",") if s.strip()] if text else None  # noqa: E731
+    return {
+        "frameworks": split(args.frameworks),
+        "models": split(args.models),
+        "epochs": args.epochs,
+        "repeats": getattr(args, "repeats", None),
+        "device": args.device,
+        "threads": args.threads,
+        "data_dir": getattr(args, "data_dir", None),
+    }
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from harness import environment, report
+    from harness.config import load_config, resolve
+    from harness.results import RunFolder, run_directory
+    from harness.runner import run_sweep
+
+    if args.resume:
+        folder = RunFolder(Path(args.resume))
+        saved = folder.directory / "config.json"
+        if not saved.exists():
+            raise UserError(f"{folder.directory} has no config.json: --resume takes the folder of an earlier run")
+        config = resolve(json.loads(saved.read_text()), "resumed")
+        folder.load_existing()
+    else:
+        config = load_config(args.config, overrides(args))
+        folder = RunFolder(run_directory(config.name, args.out))
+    folder.write_json("config.json", config.values)
+    folder.write_json("environment.json", environment.collect(config.threads))
+    print(f"{len(config.cells())} cells -> {folder.directory}", file=sys.stderr)
+    try:
+        run_sweep(config, folder, args.data_dir, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished cells are in {folder.directory}; "
+              f"carry on with: python bench.py run --resume {folder.directory}", file=sys.stderr)
+        report.write_summary(folder.directory)
+        return 130
+    print(report.write_summary(folder.directory))
+    print(f"results: {folder.directory}", file=sys.stderr)
+    return 0
+
+
+def command_list(args: argparse.Namespace) -> int:
+    from harness.adapter import discover
+
+    for info in discover().values():
+        missing = info.missing_modules()
+        state = "available" if not missing else f"not installed ({', '.join(missing)}): {info.install_command}"
+        print(f"{info.name:<11} {state}")
+        print(f"{'':<11} models {', '.join(info.models)}; devices {', '.join(info.devices)}")
+        for variant in info.variants:
+            extra = info.missing_modules(variant)[len(missing):] if not missing else []
+            devices = info.variant_devices.get(variant, info.devices)
+            note = f" (needs {', '.join(extra)})" if extra else ""
+            print(f"{'':<11}   variant {variant:<12} {', '.join(devices)}{note}")
+    return 0
+
+
+def command_parity(args: argparse.Namespace) -> int:
+    from harness.config import load_config
+    from harness.parity import run_parity, table
+
+    config = load_config(args.config, overrides(args))
+    results = run_parity(config, on_result=lambda r: print(f"{r.framework}/{r.variant} {r.model}: {r.status}",
+                                                              file=sys.stderr))
+    print(table(results))
+    failed = [r for r in results if r.status in ("FAIL", "error")]
+    return 1 if failed else 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from harness import report
+
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise UserError(f"{directory} is not a folder: give a run folder such as results/<time>-quick")
+    print(report.write_summary(directory))
+    return 0
+
+
+def command_fetch(args: argparse.Namespace) -> int:
+    from harness import data
+
+    folder = data.locate(args.dataset, data_dir=args.data_dir)
+    data.load_raw(args.dataset, data_dir=folder, allow_download=False)
+    print(f"{args.dataset}: verified files in {folder}")
+    return 0
+
+
+def add_selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="TOML config (default: configs/quick.toml)")
+    parser.add_argument("--frameworks", help="comma-separated, e.g. numpy,torch (default: the config's)")
+    parser.add_argument("--models", help="comma-separated: mlp,cnn")
+    parser.add_argument("--epochs", type=int, help="epochs for every model")
+    parser.add_argument("--device", choices=["cpu", "gpu", "auto"])
+    parser.add_argument("--threads", type=int, help="threads per cell (0 = all cores)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="train every cell of a config and write results/")
+    add_selection(run)
+    run.add_argument("--repeats", type=int, help="repeats per cell, each with its own seed")
+    run.add_argument("--data-dir", help="folder holding the four IDX files (.gz or raw)")
+    run.add_argument("--out", help="result folder (default: results/<UTC time>-<config name>)")
+    run.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR with its saved config")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=command_run)
+
+    listing = commands.add_parser("list", help="adapters, their variants, and whether they are installed")
+    listing.set_defaults(func=command_list)
+
+    parity = commands.add_parser("parity", help="check every adapter against the NumPy float64 reference")
+    add_selection(parity)
+    parity.set_defaults(func=command_parity)
+
+    fetch = commands.add_parser("fetch", help="find or download a dataset, verify it and cache its arrays")
+    fetch.add_argument("dataset", nargs="?", default="mnist", choices=["mnist", "fashion_mnist"])
+    fetch.add_argument("--data-dir", help="folder holding the four IDX files (.gz or raw)")
+    fetch.set_defaults(func=command_fetch)
+
+    report = commands.add_parser("report", help="rebuild summary.md of a run folder")
+    report.add_argument("directory", help="a run folder, e.g. results/<time>-quick")
+    report.set_defaults(func=command_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,488 @@
+"""The NumPy adapter: both models written out by hand, forward and backward, as the teaching reference.
+
+Every layer is a pair of short functions (forward, backward) over an array module `xp`:
+numpy on the CPU, or cupy on a GPU (the "cupy" variant), with the same code for both.
+Images are NHWC, conv kernels HWIO and dense kernels (in, out): the canonical layout of
+harness.models, so parameters go in and out without any transposition.
+
+A convolution is im2col (a strided view of every 3x3 patch, copied once into a matrix)
+followed by ONE matrix product per batch; its input gradient is col2im, the transpose.
+All parameters live in one flat vector (and so do their gradients), each layer's kernel
+and bias being views into it, so the optimizer updates the whole model in a handful of
+vectorised in-place operations.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+from harness.adapter import Adapter, Unsupported
+from harness.models import ModelSpec, OptimizerSpec
+
+# ---------------------------------------------------------------------------------------------
+# Layers: forward returns what backward needs; backward writes parameter gradients in place
+# (into views of the flat gradient vector) and returns the gradient of the layer's input.
+# ---------------------------------------------------------------------------------------------
+
+
+def dense_forward(x, kernel, bias):
+    """y = x @ W + b, for x of shape (N, in)."""
+    y = x @ kernel
+    y += bias
+    return y
+
+
+def dense_backward(dy, x, kernel, dkernel, dbias, xp, need_dx: bool = True):
+    """dW = x^T dy, db = sum_n dy, dx = dy W^T (skipped for the first layer: no one needs it)."""
+    xp.matmul(x.T, dy, out=dkernel)
+    dy.sum(axis=0, out=dbias)
+    return dy @ kernel.T if need_dx else None
+
+
+def relu_(x, xp):
+    """ReLU in place: the activation overwrites its input, which backward never needs."""
+    return xp.maximum(x, 0, out=x)
+
+
+def relu_backward_(dy, y):
+    """dx = dy where the ReLU output y is positive, else 0; in place on dy."""
+    dy *= y > 0
+    return dy
+
+
+def im2col(x, k: int, xp):
+    """(N, H, W, C) -> (N*H'*W', k*k*C): one row per output pixel, holding its k x k x C patch.
+
+    The patch is ordered (kh, kw, c), like a HWIO kernel reshaped to (k*k*C, O), so that a
+    'valid' convolution is a single matrix product. The sliding window view costs nothing;
+    the reshape makes the one copy that the GEMM needs contiguous.
+    """
+    n, h, w, c = x.shape
+    patches = xp.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))  # (N, H', W', C, kh, kw)
+    return patches.transpose(0, 1, 2, 4, 5, 3).reshape(n * (h - k + 1) * (w - k + 1), k * k * c)
+
+
+def col2im(dcols, x_shape: tuple[int, ...], k: int, xp):
+    """The transpose of im2col: each patch gradient is added back at the pixels it was copied from.
+
+    dcols is (k*k, N*H'*W', C), one contiguous block per kernel offset (i, j): block i*k + j is
+    the gradient of the input window shifted by (i, j), added as one slice over the whole batch.
+    """
+    n, h, w, c = x_shape
+    ho, wo = h - k + 1, w - k + 1
+    dx = xp.zeros(x_shape, dcols.dtype)
+    for i in range(k):
+        for j in range(k):
+            dx[:, i : i + ho, j : j + wo] += dcols[i * k + j].reshape(n, ho, wo, c)
+    return dx
+
+
+def conv_forward(x, kernel, xp):
+    """'valid' stride-1 convolution without bias: (N, H, W, C) * (k, k, C, O) -> (N, H', W', O)."""
+    n, h, w, _ = x.shape
+    k, out_channels = kernel.shape[0], kernel.shape[3]
+    cols = im2col(x, k, xp)
+    y = cols @ kernel.reshape(-1, out_channels)
+    return y.reshape(n, h - k + 1, w - k + 1, out_channels), cols
+
+
+def conv_backward(dy, cols, kernel, dkernel, x_shape: tuple[int, ...], xp, need_dx: bool = True):
+    """dW = cols^T dy as one GEMM; dx = col2im(dy W^T), skipped for the first layer.
+
+    dy W^T is computed per kernel offset, as (k*k, N*H'*W', C) in one batched product, so that
+    col2im adds contiguous blocks instead of gathering C-wide strips from a (.., k*k*C) matrix.
+    """
+    k, in_channels, out_channels = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+    dy = dy.reshape(-1, out_channels)
+    xp.matmul(cols.T, dy, out=dkernel.reshape(-1, out_channels))
+    if not need_dx:
+        return None
+    kernel_per_offset_t = kernel.reshape(k * k, in_channels, out_channels).transpose(0, 2, 1)
+    return col2im(dy @ kernel_per_offset_t, x_shape, k, xp)
+
+
+def _pool_window(x, i: int, j: int, h2: int, w2: int):
+    """Element (i, j) of every 2x2 window: x cropped to even sizes, viewed as (N, H//2, 2, W//2, 2, C),
+    at [:, :, i, :, j]; written as a strided slice, which is always a view (also for writing into)."""
+    return x[:, i : 2 * h2 : 2, j : 2 * w2 : 2]
+
+
+POOL_OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))  # row-major: the order in which PyTorch/XLA find the first max
+
+
+def maxpool_forward(x, xp):
+    """2x2 max pool, stride 2, floor: (N, H, W, C) -> (N, H//2, W//2, C), as the max of the 4 window corners.
+
+    Three elementwise maxima over strided views are cheaper than .max(axis=(2, 4)) on the 6-D view.
+    """
+    h2, w2 = x.shape[1] // 2, x.shape[2] // 2
+    corners = [_pool_window(x, i, j, h2, w2) for i, j in POOL_OFFSETS]
+    y = xp.maximum(corners[0], corners[1])
+    xp.maximum(y, corners[2], out=y)
+    return xp.maximum(y, corners[3], out=y)
+
+
+def maxpool_backward(dy, x, y, xp):
+    """Route each window's gradient to its maximum; on ties only the first one (row-major) gets it."""
+    h2, w2 = y.shape[1], y.shape[2]
+    dx = xp.empty_like(x)
+    dx[:, 2 * h2 :] = 0  # the row and column an odd size crops off get no gradient
+    dx[:, :, 2 * w2 :] = 0
+    unrouted = xp.ones(y.shape, bool)  # windows whose maximum has not been met yet
+    is_max = xp.empty(y.shape, bool)
+    for i, j in POOL_OFFSETS:
+        xp.equal(_pool_window(x, i, j, h2, w2), y, out=is_max)
+        is_max &= unrouted
+        unrouted ^= is_max
+        xp.multiply(dy, is_max, out=_pool_window(dx, i, j, h2, w2))
+    return dx
+
+
+def dropout_mask(rng, shape: tuple[int, ...], rate: float, dtype):
+    """Inverted dropout: keep with probability 1 - rate and scale by 1 / (1 - rate), so evaluation needs nothing."""
+    keep = rng.random(shape, dtype=dtype) >= rate
+    return keep * dtype.type(1.0 / (1.0 - rate))
+
+
+def log_softmax(logits, xp):
+    """Numerically stable: subtract each row's max before exponentiating."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax_cross_entropy(logits, labels, xp):
+    """Mean cross-entropy over the batch, and its gradient (softmax - one_hot) / N."""
+    n = len(labels)
+    rows = xp.arange(n)
+    log_probs = log_softmax(logits, xp)
+    loss = -log_probs[rows, labels].mean()
+    dlogits = xp.exp(log_probs)
+    dlogits[rows, labels] -= 1
+    dlogits /= n
+    return loss, dlogits
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizers: update the flat parameter vector in place, exactly as OptimizerSpec defines them.
+# ---------------------------------------------------------------------------------------------
+
+
+class SGD:
+    """v <- momentum * v + g;  p <- p - lr * v   (nesterov: p <- p - lr * (g + momentum * v)), as in PyTorch."""
+
+    def __init__(self, spec: OptimizerSpec, params, xp) -> None:
+        self.lr, self.momentum, self.nesterov = spec.lr, spec.momentum, spec.nesterov
+        self.velocity = xp.zeros_like(params) if spec.momentum else None
+        self.scratch = xp.empty_like(params)
+        self.xp = xp
+
+    def step(self, params, grads) -> None:
+        step = self.scratch
+        if self.velocity is None:
+            step[...] = grads
+        else:
+            self.velocity *= self.momentum
+            self.velocity += grads
+            if self.nesterov:
+                self.xp.multiply(self.velocity, self.momentum, out=step)
+                step += grads
+            else:
+                step[...] = self.velocity
+        step *= self.lr
+        params -= step
+
+
+class Adam:
+    """Adam as in PyTorch and Optax (eps outside the square root); AdamW first shrinks p by (1 - lr * wd)."""
+
+    def __init__(self, spec: OptimizerSpec, params, xp) -> None:
+        self.lr, (self.beta1, self.beta2), self.eps = spec.lr, spec.betas, spec.eps
+        self.weight_decay = spec.weight_decay if spec.name == "adamw" else 0.0
+        self.m, self.v = xp.zeros_like(params), xp.zeros_like(params)
+        self.scratch = xp.empty_like(params)
+        self.xp, self.t = xp, 0
+        # On the CPU, a dozen passes over blocks that stay in L2 cache beat a dozen passes over RAM;
+        # on a GPU each pass is one kernel over everything.
+        self.block = 1 << 15 if xp is np else max(len(params), 1)
+
+    def step(self, params, grads) -> None:
+        self.t += 1
+        for start in range(0, len(params), self.block):
+            part = slice(start, start + self.block)
+            self._update(params[part], grads[part], self.m[part], self.v[part], self.scratch[part])
+
+    def _update(self, p, g, m, v, tmp) -> None:
+        xp, b1, b2 = self.xp, self.beta1, self.beta2
+        if self.weight_decay:
+            p *= 1 - self.lr * self.weight_decay  # decoupled: not part of the gradient moments
+        xp.multiply(g, 1 - b1, out=tmp)
+        m *= b1
+        m += tmp  # m <- b1 m + (1 - b1) g
+        xp.multiply(g, g, out=tmp)
+        tmp *= 1 - b2
+        v *= b2
+        v += tmp  # v <- b2 v + (1 - b2) g^2
+        # p <- p - lr * m_hat / (sqrt(v_hat) + eps), with m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t)
+        xp.sqrt(v, out=tmp)
+        tmp /= (1 - b2**self.t) ** 0.5
+        tmp += self.eps
+        xp.divide(m, tmp, out=tmp)
+        tmp *= self.lr / (1 - b1**self.t)
+        p -= tmp
+
+
+def make_optimizer(spec: OptimizerSpec, params, xp):
+    if spec.weight_decay and spec.name != "adamw":
+        raise ValueError(f"weight_decay is defined only for adamw (decoupled), not for {spec.name}")
+    if spec.name == "sgd":
+        return SGD(spec, params, xp)
+    if spec.name in ("adam", "adamw"):
+        return Adam(spec, params, xp)
+    raise ValueError(f"unknown optimizer {spec.name!r}: use sgd, adam or adamw")
+
+
+# ---------------------------------------------------------------------------------------------
+# Plumbing: array module, BLAS threads, flat parameter vector.
+# ---------------------------------------------------------------------------------------------
+
+
+def array_module(variant: str, device: str):
+    """numpy for the CPU variant; cupy (imported only here) for the GPU one."""
+    allowed = NumpyAdapter.variant_devices.get(variant)
+    if allowed is None or device not in allowed:
+        raise Unsupported(f"numpy variant {variant!r} does not run on {device}")
+    if variant == "numpy":
+        return np
+    try:
+        import cupy
+
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # not installed, no driver, no device
+        raise Unsupported(f"cupy cannot use a CUDA device here: {error}") from None
+    return cupy
+
+
+def limit_blas_threads(threads: int):
+    """Hold the BLAS pool to `threads` (the worker also pins the CPU affinity, which covers a missing threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
+def keep_freed_memory_for_reuse() -> None:
+    """Let glibc keep large freed arrays in the heap instead of unmapping them.
+
+    By default every array over a few MB is mmap'd on allocation and unmapped on release, so each
+    batch page-faults its im2col matrices and activations (tens of MB) in again: about a third of
+    the CNN's step time here. Raising the mmap threshold (to glibc's maximum, 32 MiB) and the trim
+    threshold lets the next batch reuse the same memory. A no-op where the C library has no mallopt.
+    """
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
+        return
+    mallopt(m_mmap_threshold, 32 << 20)
+    mallopt(m_trim_threshold, 1 << 30)
+
+
+def split_flat(flat, shapes: dict[str, tuple[int, ...]]) -> dict[str, object]:
+    """Views of consecutive slices of `flat`, one per name, in the given shapes."""
+    views, offset = {}, 0
+    for name, shape in shapes.items():
+        size = int(np.prod(shape))
+        views[name] = flat[offset : offset + size].reshape(shape)
+        offset += size
+    return views
+
+
+def blas_name() -> str:
+    """The BLAS numpy was built against: openblas, mkl, accelerate..."""
+    try:
+        name = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"].lower()
+    except (TypeError, KeyError):
+        return "unknown blas"
+    return next((known for known in ("openblas", "mkl", "accelerate", "blis") if known in name), name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter
+# ---------------------------------------------------------------------------------------------
+
+
+class NumpyAdapter(Adapter):
+    """MLP and CNN in plain NumPy (or CuPy), forward and backward by hand.
+
+    MLP: dense + ReLU per hidden layer -> dropout -> dense 10.
+    CNN: [conv 3x3 -> ReLU -> maxpool 2x2] per channel count -> flatten (NHWC) -> dense + ReLU
+    -> dropout -> dense 10.
+    Dropout sits at one position in both models: right before the final dense layer (after the
+    last hidden ReLU). It is inverted dropout at ModelSpec.dropout, off in evaluate, and skipped
+    entirely at rate 0; its masks come from default_rng(seed).
+
+    Each conv block is computed as conv -> maxpool -> + bias -> ReLU: max commutes with adding a
+    per-channel constant and with ReLU (both monotonic), so values and gradients are those of
+    conv + bias -> ReLU -> maxpool (up to the rounding of z + b), with the elementwise work done
+    on a quarter of the pixels.
+    """
+
+    name = "numpy"
+    extra = "numpy"
+    modules = ("numpy",)
+    variants = ("numpy", "cupy")
+    devices = ("cpu", "gpu")
+    variant_devices = {"numpy": ("cpu",), "cupy": ("gpu",)}
+    variant_modules = {"cupy": ("cupy",)}
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        optimizer: OptimizerSpec,
+        *,
+        device: str,
+        variant: str,
+        seed: int,
+        threads: int,
+        options: dict,
+    ) -> None:
+        super().__init__(model, optimizer, device=device, variant=variant, seed=seed, threads=threads, options=options)
+        self.xp = array_module(variant, device)
+        self.dtype = np.dtype(options.get("dtype", "float32"))
+        self.eval_batch_size = int(options.get("eval_batch_size", 1000))
+        if self.xp is np:
+            self._blas_limits = limit_blas_threads(threads)  # kept: it holds the limit
+            keep_freed_memory_for_reuse()
+        self.rng = self.xp.random.default_rng(seed)
+        self.conv_layers = [prefix for prefix, _ in model.layers if prefix.startswith("conv")]
+        self.dense_layers = [prefix for prefix, _ in model.layers if prefix.startswith("dense")]
+        shapes = model.param_shapes
+        self.flat_params = self.xp.zeros(model.param_count, self.dtype)
+        self.flat_grads = self.xp.zeros(model.param_count, self.dtype)
+        self.params = split_flat(self.flat_params, shapes)
+        self.grads = split_flat(self.flat_grads, shapes)
+        self.optimizer_state = make_optimizer(optimizer, self.flat_params, self.xp)
+
+    # -- parameters and data -------------------------------------------------------------------
+
+    def set_params(self, params: dict[str, np.ndarray]) -> None:
+        for name, view in self.params.items():
+            value = np.asarray(params[name])
+            if value.shape != view.shape:
+                raise ValueError(f"{name} has shape {value.shape}, expected {view.shape}")
+            view[...] = self.xp.asarray(value, self.dtype)
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        return {name: self._to_host(view).astype(np.float32) for name, view in self.params.items()}
+
+    def load_data(self, x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray) -> None:
+        self.x_train, self.y_train = self._model_input(x_train), self.xp.asarray(y_train)
+        self.x_eval, self.y_eval = self._model_input(x_eval), self.xp.asarray(y_eval)
+
+    def _model_input(self, images):
+        """Images on the device in the working dtype: NHWC for the CNN, a flat (N, 784) view for the MLP."""
+        x = self.xp.asarray(images, self.dtype)
+        return x.reshape(len(x), -1) if self.model.name == "mlp" else x.reshape(len(x), 28, 28, 1)
+
+    def _to_host(self, array) -> np.ndarray:
+        return array if self.xp is np else self.xp.asnumpy(array)
+
+    # -- forward and backward ------------------------------------------------------------------
+
+    def forward(self, x, train: bool):
+        """Logits, and per layer what its backward needs (`saved`)."""
+        xp, p, saved = self.xp, self.params, {}
+        h = x
+        for name in self.conv_layers:
+            z, cols = conv_forward(h, p[f"{name}.kernel"], xp)
+            pooled = maxpool_forward(z, xp)
+            saved[name] = (h, cols, z, pooled)  # h: this block's input
+            h = relu_(pooled + p[f"{name}.bias"], xp)  # see the class docstring: pool before bias + ReLU
+        h = h.reshape(len(h), -1)  # NHWC flatten: a view, no copy
+        *hidden, last = self.dense_layers
+        for name in hidden:
+            saved[name] = h  # this layer's input
+            h = relu_(dense_forward(h, p[f"{name}.kernel"], p[f"{name}.bias"]), xp)
+        saved["dropout"] = None
+        if train and self.model.dropout > 0:
+            saved["dropout"] = mask = dropout_mask(self.rng, h.shape, self.model.dropout, self.dtype)
+            h *= mask  # in place: (h > 0) stays a valid ReLU mask wherever the gradient is non-zero
+        saved[last] = h
+        return dense_forward(h, p[f"{last}.kernel"], p[f"{last}.bias"]), saved
+
+    def backward(self, dlogits, saved) -> None:
+        """Fill self.grads (views into self.flat_grads) from the loss gradient and the saved values."""
+        xp, p, g = self.xp, self.params, self.grads
+        dh = dlogits
+        for index in reversed(range(len(self.dense_layers))):
+            name = self.dense_layers[index]
+            x_in = saved[name]
+            need_dx = index > 0 or bool(self.conv_layers)
+            dh = dense_backward(dh, x_in, p[f"{name}.kernel"], g[f"{name}.kernel"], g[f"{name}.bias"], xp, need_dx)
+            if not need_dx:
+                return
+            if index == len(self.dense_layers) - 1 and saved["dropout"] is not None:
+                dh *= saved["dropout"]
+            relu_backward_(dh, x_in)  # every dense input but the image is a ReLU output
+        for index in reversed(range(len(self.conv_layers))):
+            name = self.conv_layers[index]
+            x_in, cols, z, pooled = saved[name]
+            dh = dh.reshape(pooled.shape)  # gradient after the ReLU mask, i.e. w.r.t. pooled + bias
+            dh.sum(axis=(0, 1, 2), out=g[f"{name}.bias"])
+            dz = maxpool_backward(dh, z, pooled, xp)
+            if index == 0:
+                conv_backward(dz, cols, p[f"{name}.kernel"], g[f"{name}.kernel"], x_in.shape, xp, need_dx=False)
+                return
+            dh = conv_backward(dz, cols, p[f"{name}.kernel"], g[f"{name}.kernel"], x_in.shape, xp)
+            relu_backward_(dh, x_in)  # the input of every block but the first is a ReLU output
+
+    def _loss_and_backward(self, x, y, train: bool):
+        logits, saved = self.forward(x, train)
+        loss, dlogits = softmax_cross_entropy(logits, y, self.xp)
+        self.backward(dlogits, saved)
+        return loss
+
+    def loss_and_grads(self, x, y, train: bool = False) -> tuple[float, dict[str, np.ndarray]]:
+        """Mean loss on one batch and the gradient of every parameter (canonical names, host copies)."""
+        loss = self._loss_and_backward(self._model_input(x), self.xp.asarray(y), train)
+        return float(loss), {name: self._to_host(grad).copy() for name, grad in self.grads.items()}
+
+    # -- training and evaluation ---------------------------------------------------------------
+
+    def train_epoch(self, batches: np.ndarray) -> float:
+        batches = self.xp.asarray(batches)
+        losses = self.xp.empty(len(batches), self.dtype)
+        for i, indices in enumerate(batches):
+            losses[i] = self._loss_and_backward(self.x_train[indices], self.y_train[indices], train=True)
+            self.optimizer_state.step(self.flat_params, self.flat_grads)
+        self._sync()
+        return float(losses.mean(dtype=np.float64))
+
+    def evaluate(self) -> tuple[float, float]:
+        xp, n = self.xp, len(self.x_eval)
+        loss_sum, correct = xp.zeros((), np.float64), xp.zeros((), np.int64)
+        for start in range(0, n, self.eval_batch_size):
+            x, y = self.x_eval[start : start + self.eval_batch_size], self.y_eval[start : start + self.eval_batch_size]
+            logits, _ = self.forward(x, train=False)
+            loss_sum += -log_softmax(logits, xp)[xp.arange(len(y)), y].sum(dtype=np.float64)
+            correct += (logits.argmax(axis=1) == y).sum()
+        self._sync()
+        return float(loss_sum) / n, int(correct) / n
+
+    def _sync(self) -> None:
+        """Wait for queued GPU kernels, so the caller's timer measures the work (numpy is synchronous)."""
+        if self.xp is not np:
+            self.xp.cuda.Device().synchronize()
+
+    @property
+    def backend(self) -> str:
+        return "cupy" if self.xp is not np else blas_name()
+
+    def peak_device_memory_mb(self) -> float | None:
+        """CuPy's pool keeps freed blocks (it returns them only when asked), so its total is its high-water mark."""
+        if self.xp is np:
+            return None
+        return self.xp.get_default_memory_pool().total_bytes() / 2**20

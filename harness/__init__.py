@@ -1,0 +1,1 @@
+"""Framework-agnostic machinery of mnist-bench: no ML framework is imported here."""

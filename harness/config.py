@@ -1,0 +1,271 @@
+"""TOML config -> a validated Config and its plan of cells (framework x variant x model x repeat).
+
+Every key is checked: an unknown key, a wrong type or an impossible value is refused
+with one sentence naming the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from harness.adapter import AdapterInfo, discover, gpu_present
+from harness.errors import UserError
+from harness.models import ModelSpec, OptimizerSpec, model_spec
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quick.toml"
+
+
+class ConfigError(UserError):
+    """A config or command-line value a user must fix; the message says how."""
+
+
+NUMBER = (int, float)
+
+
+# key: (type or types, default, check returning an error phrase or None)
+def _positive(v):
+    return None if v > 0 else "must be greater than 0"
+
+
+def _non_negative(v):
+    return None if v >= 0 else "must be 0 or more"
+
+
+def _choice(*options):
+    return lambda v: None if v in options else f"must be one of {', '.join(map(repr, options))}"
+
+
+def _fraction(v):
+    return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+def _sizes(v):
+    ok = v and all(isinstance(n, int) and n > 0 for n in v)
+    return None if ok else "must be a non-empty list of positive integers"
+
+
+def _betas(v):
+    ok = len(v) == 2 and all(isinstance(b, NUMBER) and 0 <= b < 1 for b in v)
+    return None if ok else "must be two numbers in [0, 1)"
+
+
+TOP = {
+    "name": (str, None, None),
+    "description": (str, "", None),
+    "dataset": (str, "mnist", _choice("mnist", "fashion_mnist", "synthetic")),
+    "data_dir": (str, "", None),
+    "validation": (int, 0, _non_negative),
+    "eval_split": (str, "test", _choice("test", "validation")),
+    "standardize": (bool, False, None),
+    "frameworks": (list, ["all"], None),
+    "models": (list, ["mlp", "cnn"], None),
+    "device": (str, "cpu", _choice("cpu", "gpu", "auto")),
+    "repeats": (int, 1, _positive),
+    "seed": (int, 0, _non_negative),
+    "threads": (int, 0, _non_negative),
+    "timeout_s": (NUMBER, 1800, _positive),
+    "batch_size": (int, 128, _positive),
+    "eval_batch_size": (int, 1000, _positive),
+}
+OPTIMIZER = {
+    "name": (str, "adam", _choice("sgd", "adam", "adamw")),
+    "lr": (NUMBER, 1e-3, _positive),
+    "momentum": (NUMBER, 0.0, _fraction),
+    "nesterov": (bool, False, None),
+    "betas": (list, [0.9, 0.999], _betas),
+    "eps": (NUMBER, 1e-8, _positive),
+    "weight_decay": (NUMBER, 0.0, _non_negative),
+}
+MODEL_COMMON = {
+    "epochs": (int, None, _positive),
+    "dropout": (NUMBER, None, _fraction),
+    "target_accuracy": (NUMBER, None, lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
+}
+MODELS = {
+    "mlp": {**MODEL_COMMON, "hidden": (list, [512, 512], _sizes)},
+    "cnn": {**MODEL_COMMON, "channels": (list, [32, 64], _sizes), "dense": (int, 128, _positive)},
+}
+MODEL_DEFAULTS = {
+    "mlp": {"epochs": 3, "dropout": 0.2, "target_accuracy": 0.97},
+    "cnn": {"epochs": 2, "dropout": 0.5, "target_accuracy": 0.98},
+}
+SYNTHETIC = {"train": (int, 512, _positive), "eval": (int, 256, _positive)}
+TABLES = ("optimizer", "mlp", "cnn", "variants", "options", "synthetic")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One process's work: one framework variant training one model once."""
+
+    framework: str
+    variant: str
+    model: str
+    device: str
+    repeat: int
+    seed: int
+
+    @property
+    def key(self) -> tuple:
+        return (self.framework, self.variant, self.model, self.device, self.repeat)
+
+    @property
+    def label(self) -> str:
+        return f"{self.framework}/{self.variant} {self.model} {self.device} #{self.repeat}"
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    values: dict  # the resolved config, every key filled in (written beside the results)
+    adapters: dict[str, AdapterInfo] = field(repr=False)
+
+    def __getattr__(self, key):
+        try:
+            return self.__dict__["values"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    @property
+    def optimizer(self) -> OptimizerSpec:
+        values = self.values["optimizer"]
+        return OptimizerSpec(**{**values, "betas": tuple(values["betas"])})
+
+    def model(self, name: str) -> ModelSpec:
+        settings = {k: v for k, v in self.values[name].items() if k not in ("epochs", "target_accuracy")}
+        return model_spec(name, **settings)
+
+    def cells(self) -> list[Cell]:
+        return [
+            Cell(framework, variant, model, self.device, repeat, self.seed + repeat)
+            for model in self.models
+            for framework in self.frameworks
+            for variant in self.variants[framework]
+            for repeat in range(self.repeats)
+        ]
+
+
+def _check_table(table: dict, schema: dict, where: str) -> dict:
+    """Type- and value-check one TOML table against its schema; fill defaults."""
+    unknown = sorted(set(table) - set(schema))
+    if unknown:
+        raise ConfigError(f"unknown key {where}{unknown[0]!r}: known keys are {', '.join(schema)}")
+    resolved = {}
+    for key, (kind, default, check) in schema.items():
+        value = table.get(key, default)
+        if value is None:
+            raise ConfigError(f"{where}{key} is required")
+        is_bool = isinstance(value, bool)
+        if (is_bool and kind is not bool) or not isinstance(value, kind):
+            expected = kind.__name__ if isinstance(kind, type) else "a number"
+            raise ConfigError(f"{where}{key} = {value!r} must be {expected}")
+        problem = check(value) if check else None
+        if problem:
+            raise ConfigError(f"{where}{key} = {value!r} {problem}")
+        resolved[key] = value
+    return resolved
+
+
+def _expand_frameworks(names: list, adapters: dict[str, AdapterInfo]) -> list[str]:
+    chosen: list[str] = []
+    for name in names:
+        for one in adapters if name == "all" else [name]:
+            if one not in adapters:
+                raise ConfigError(f"unknown framework {one!r}: known frameworks are {', '.join(adapters)}, or 'all'")
+            if one not in chosen:
+                chosen.append(one)
+    if not chosen:
+        raise ConfigError("frameworks is empty: name at least one of " + ", ".join(adapters))
+    return chosen
+
+
+def _device_variants(info: AdapterInfo, device: str) -> list[str]:
+    """By default, the variants that run on the device (or the first, to report why none does)."""
+    fitting = [v for v in info.variants if device in info.variant_devices.get(v, info.devices)]
+    return fitting or list(info.variants[:1])
+
+
+def _resolve_variants(requested: dict, frameworks: list[str], adapters: dict[str, AdapterInfo], device: str) -> dict:
+    unknown = sorted(set(requested) - set(adapters))
+    if unknown:
+        raise ConfigError(f"unknown framework {unknown[0]!r} in [variants]: known frameworks are {', '.join(adapters)}")
+    variants = {}
+    for framework in frameworks:
+        wanted = requested.get(framework, _device_variants(adapters[framework], device))
+        if not isinstance(wanted, list) or not wanted:
+            raise ConfigError(f"variants.{framework} must be a non-empty list of variant names")
+        for v in wanted:
+            if v not in adapters[framework].variants:
+                known = ", ".join(adapters[framework].variants)
+                raise ConfigError(f"variants.{framework} names unknown variant {v!r}: {framework} has {known}")
+        variants[framework] = wanted
+    return variants
+
+
+def _check_combinations(values: dict) -> None:
+    """Values that are fine alone but not together."""
+    optimizer = values["optimizer"]
+    if optimizer["weight_decay"] and optimizer["name"] != "adamw":
+        raise ConfigError("optimizer.weight_decay is only defined for name = 'adamw' (decoupled): use adamw or 0")
+    for model in values["models"]:
+        if model not in MODELS:
+            raise ConfigError(f"unknown model {model!r}: known models are {', '.join(MODELS)}")
+    if values["eval_split"] == "validation" and not values["validation"]:
+        raise ConfigError("eval_split = 'validation' needs a hold-out: set validation to a sample count, e.g. 5000")
+
+
+def resolve(raw: dict, name: str, overrides: dict | None = None, adapters: dict | None = None) -> Config:
+    """Validate a parsed TOML document, apply command-line overrides, fill every default.
+
+    `adapters` defaults to every adapter in frameworks/ (tests add their own).
+    """
+    raw = dict(raw)
+    raw.setdefault("name", name)
+    tables = {t: raw.pop(t, {}) for t in TABLES}
+    for t, value in tables.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"{t} must be a table ([{t}]), not {type(value).__name__}")
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    epochs = overrides.pop("epochs", None)
+    raw.update(overrides)
+    values = _check_table(raw, TOP, "")
+    values["optimizer"] = _check_table(tables["optimizer"], OPTIMIZER, "optimizer.")
+    for model, schema in MODELS.items():
+        table = {**MODEL_DEFAULTS[model], **tables[model], **({"epochs": epochs} if epochs else {})}
+        values[model] = _check_table(table, schema, f"{model}.")
+    values["synthetic"] = _check_table(tables["synthetic"], SYNTHETIC, "synthetic.")
+    _check_combinations(values)
+    if values["device"] == "auto":
+        values["device"] = "gpu" if gpu_present() else "cpu"
+    if values["threads"] == 0:
+        values["threads"] = os.cpu_count() or 1
+    adapters = adapters if adapters is not None else discover()
+    values["frameworks"] = _expand_frameworks(values["frameworks"], adapters)
+    values["variants"] = _resolve_variants(tables["variants"], values["frameworks"], adapters, values["device"])
+    for framework, options in tables["options"].items():
+        if framework not in adapters or not isinstance(options, dict):
+            known = ", ".join(adapters)
+            raise ConfigError(f"[options.{framework}] must be a table named after a known framework ({known})")
+    values["options"] = tables["options"]
+    return Config(values["name"], values, adapters)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: dict | None = None, adapters: dict | None = None
+) -> Config:
+    """Read a TOML config file (configs/quick.toml by default) and resolve it."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist: pass a path such as configs/quick.toml")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML ({e}): fix the line it names") from None
+    return resolve(raw, path.stem, overrides, adapters)
+
+
+def with_values(config: Config, **changes) -> Config:
+    """A copy of the config with some resolved values replaced (used by tests and parity)."""
+    return replace(config, values={**config.values, **changes})

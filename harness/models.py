@@ -1,0 +1,131 @@
+"""The two models, described once, so that every framework builds the same network.
+
+A ModelSpec fixes the architecture, the canonical parameter names and layout, and
+the initial weights (drawn here with numpy, seeded); adapters translate it into
+their framework and never invent any of these themselves.
+
+Canonical layout: images NHWC, conv kernels HWIO, dense kernels (in, out), and the
+CNN flattens its feature maps in NHWC (row-major H, W, C) order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+IMAGE_SHAPE = (28, 28, 1)
+CLASSES = 10
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """Optimizer settings every adapter maps exactly onto its framework's optimizer.
+
+    sgd:   v <- momentum * v + g;  p <- p - lr * v   (nesterov: p <- p - lr * (g + momentum * v))
+    adam:  PyTorch/Optax form, eps added outside the square root of the bias-corrected v.
+    adamw: adam plus decoupled weight decay p <- p - lr * weight_decay * p.
+    """
+
+    name: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """MLP: 784 -> hidden... (ReLU) -> dropout -> 10.
+
+    CNN: conv3x3(c0) ReLU maxpool2 -> conv3x3(c1) ReLU maxpool2 -> flatten -> dense(dense) ReLU
+    -> dropout -> dense 10, convolutions 'valid' with stride 1, pools 2x2 stride 2 (floor),
+    as in keras.io's mnist_convnet.
+    """
+
+    name: str
+    hidden: tuple[int, ...] = (512, 512)
+    channels: tuple[int, ...] = (32, 64)
+    dense: int = 128
+    dropout: float = 0.2
+    kernel_size: int = 3
+    layers: tuple[tuple[str, tuple[int, ...]], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.name not in ("mlp", "cnn"):
+            raise ValueError(f"unknown model {self.name!r}: use 'mlp' or 'cnn'")
+        object.__setattr__(self, "layers", tuple(self._layers()))
+
+    def _layers(self):
+        """(parameter prefix, kernel shape) per trainable layer, in forward order."""
+        if self.name == "mlp":
+            sizes = [int(np.prod(IMAGE_SHAPE)), *self.hidden, CLASSES]
+            for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+                yield f"dense{i}", (fan_in, fan_out)
+            return
+        k, in_channels = self.kernel_size, IMAGE_SHAPE[2]
+        for i, out_channels in enumerate(self.channels):
+            yield f"conv{i}", (k, k, in_channels, out_channels)
+            in_channels = out_channels
+        side, _ = self.feature_map_side(len(self.channels))
+        yield "dense0", (side * side * in_channels, self.dense)
+        yield "dense1", (self.dense, CLASSES)
+
+    def feature_map_side(self, n_blocks: int) -> tuple[int, list[int]]:
+        """Spatial side after n conv+pool blocks, and the conv output side of each block."""
+        side, conv_sides = IMAGE_SHAPE[0], []
+        for _ in range(n_blocks):
+            side = side - self.kernel_size + 1
+            conv_sides.append(side)
+            side //= 2
+        return side, conv_sides
+
+    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Canonical name -> shape, in forward order (kernel then bias per layer)."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for prefix, kernel in self.layers:
+            shapes[f"{prefix}.kernel"] = kernel
+            shapes[f"{prefix}.bias"] = (kernel[-1],)
+        return shapes
+
+    @property
+    def param_count(self) -> int:
+        return sum(int(np.prod(s)) for s in self.param_shapes.values())
+
+    def init_params(self, seed: int) -> dict[str, np.ndarray]:
+        """Glorot-uniform kernels and zero biases, float32, the same for every framework."""
+        rng = np.random.default_rng(seed)
+        params = {}
+        for prefix, shape in self.layers:
+            receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+            fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            params[f"{prefix}.kernel"] = rng.uniform(-limit, limit, shape).astype(np.float32)
+            params[f"{prefix}.bias"] = np.zeros(shape[-1], np.float32)
+        return params
+
+    @property
+    def forward_macs(self) -> int:
+        """Multiply-accumulates of one forward pass of one sample (layers with weights only)."""
+        if self.name == "mlp":
+            return sum(a * b for _, (a, b) in self.layers)
+        _, conv_sides = self.feature_map_side(len(self.channels))
+        macs = 0
+        for (_, shape), side in zip(self.layers, conv_sides):
+            macs += side * side * int(np.prod(shape))
+        for _, (a, b) in self.layers[len(self.channels):]:
+            macs += a * b
+        return macs
+
+    @property
+    def flops_per_sample(self) -> int:
+        """Training FLOPs per sample: forward + two backward products = 3 x 2 x MACs."""
+        return 6 * self.forward_macs
+
+
+def model_spec(name: str, **sizes) -> ModelSpec:
+    """A ModelSpec from config values (lists become tuples so the spec stays hashable)."""
+    return ModelSpec(name, **{k: tuple(v) if isinstance(v, list) else v for k, v in sizes.items()})

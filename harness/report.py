@@ -1,0 +1,91 @@
+"""summary.md: the tables a person reads, built from runs.csv with pandas.
+
+Each row is one (framework, variant, backend, model, device); numbers are the median
+over repeats with the min-max range beside them when there is more than one repeat.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import UserError
+from harness.results import atomic_write
+
+GROUP = ["framework", "variant", "backend", "model", "device"]
+COLUMNS = {  # runs.csv column -> (heading, format of one value)
+    "final_accuracy": ("test accuracy %", lambda v: f"{100 * v:.2f}"),
+    "samples_per_second": ("steady samples/s", lambda v: f"{v:,.0f}"),
+    "first_epoch_seconds": ("first epoch s", lambda v: f"{v:.2f}"),
+    "steady_epoch_seconds": ("steady epoch s", lambda v: f"{v:.2f}"),
+    "time_to_target_seconds": ("time to target s", lambda v: f"{v:.1f}"),
+    "eval_seconds": ("eval s", lambda v: f"{v:.2f}"),
+    "setup_seconds": ("setup s", lambda v: f"{v:.1f}"),
+    "peak_rss_mb": ("peak RSS MB", lambda v: f"{v:,.0f}"),
+}
+
+
+def median_with_range(values: pd.Series, fmt) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "–"
+    if len(values) == 1:
+        return fmt(values.iloc[0])
+    return f"{fmt(values.median())} ({fmt(values.min())}–{fmt(values.max())})"
+
+
+def model_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per framework variant: medians (min–max) over the repeats that finished."""
+    rows = []
+    for keys, group in runs.groupby(GROUP, sort=False, dropna=False):
+        row = dict(zip(GROUP, keys))
+        row["n"] = len(group)
+        for column, (heading, fmt) in COLUMNS.items():
+            row[heading] = median_with_range(pd.to_numeric(group[column], errors="coerce"), fmt)
+        rows.append(row)
+    table = pd.DataFrame(rows).drop(columns=["model"])
+    return table.sort_values("framework", kind="stable")
+
+
+def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict) -> str:
+    ok = runs[runs["status"] == "ok"]
+    lines = [f"# {config.get('name', 'run')}: {config.get('dataset', '')}", ""]
+    lines.append(
+        f"{environment.get('cpu', '?')}, {environment.get('threads', '?')} threads, "
+        f"Python {environment.get('python', '?')}, {environment.get('time_utc', '')}. "
+        f"Median over repeats (min–max when n > 1); throughput from steady epochs (2..N) only; "
+        f"time to target counts training from the first step, compile included."
+    )
+    for model in dict.fromkeys(runs["model"]):
+        rows = ok[ok["model"] == model]
+        if rows.empty:
+            continue
+        settings = config.get(model, {})
+        lines += ["", f"## {model.upper()}: {settings.get('epochs', '?')} epochs, "
+                  f"target accuracy {settings.get('target_accuracy', '?')}", ""]
+        lines.append(model_table(rows).to_markdown(index=False))
+    failed = runs[runs["status"] != "ok"]
+    if not failed.empty:
+        lines += ["", "## Cells that did not finish", ""]
+        table = failed[GROUP + ["repeat", "status", "error"]].fillna("")
+        lines.append(table.to_markdown(index=False))
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(directory: Path) -> str:
+    """(Re)build summary.md from the files of a run folder; return its text."""
+    runs_path = directory / "runs.csv"
+    if not runs_path.exists():
+        raise UserError(f"{directory} has no runs.csv: give the folder of a run, e.g. results/<time>-quick")
+    runs = pd.read_csv(runs_path, keep_default_na=False, na_values=[""])
+    environment = _read_json(directory / "environment.json")
+    config = _read_json(directory / "config.json")
+    text = summary_markdown(runs, environment, config) if not runs.empty else "# no cells finished\n"
+    atomic_write(directory / "summary.md", text)
+    return text
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}

@@ -1,0 +1,169 @@
+"""Plans the cells, runs each in a fresh worker process, and streams the records to disk.
+
+A cell that raises, crashes or runs past timeout_s is recorded with its status and the
+last line of its error, and the sweep goes on. Records are written after every cell,
+so Ctrl-C or a crash loses nothing that finished; `--resume DIR` carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from harness.config import Cell, Config
+from harness.results import ROOT, RunFolder, summarise_run
+from harness.worker import EVENT_PREFIX
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The same thread count for every framework, set before any of them is imported."""
+    n = str(threads)
+    names = ("OMP", "MKL", "OPENBLAS", "BLIS", "NUMEXPR")
+    env = {f"{name}_NUM_THREADS": n for name in names}
+    env.update(TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS=n, TF_CPP_MIN_LOG_LEVEL="2", MNIST_BENCH_THREADS=n)
+    return env
+
+
+def prepare_data(config: Config, data_dir: str | None) -> str | None:
+    """Find (or fetch) the dataset once, in this process, and warm the array cache for the workers."""
+    if config.dataset == "synthetic":
+        return None
+    from harness import data
+
+    folder = data.locate(config.dataset, data_dir=data_dir or config.data_dir or None)
+    data.load_raw(config.dataset, data_dir=folder, allow_download=False)
+    return str(folder)
+
+
+class CellProcess:
+    """One worker process: sends the job, yields its events, keeps everything else in the cell's log."""
+
+    def __init__(self, job: dict, log_path: Path, threads: int) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        self.log = log_path.open("a")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "harness.worker"],
+            cwd=ROOT,
+            env={**os.environ, **thread_env(threads), "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            start_new_session=True,  # Ctrl-C reaches the runner, which stops the worker itself
+        )
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.process.stdin.write(json.dumps(job))
+        self.process.stdin.close()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def events(self, deadline: float):
+        """Yield event dicts until the worker exits; raise TimeoutError past the deadline."""
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError from None
+            if line is None:
+                return
+            if line.startswith(EVENT_PREFIX):
+                yield json.loads(line[len(EVENT_PREFIX):])
+            else:
+                self.log.write(line)
+                self.log.flush()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.log.close()
+
+    def last_error_line(self) -> str:
+        lines = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
+        return lines[-1] if lines else f"the worker exited with code {self.process.returncode} and printed nothing"
+
+
+def run_cell(cell: Cell, config: Config, data_dir: str | None, folder: Path, on_epoch=None):
+    """Run one cell in its own process; return its runs.csv record and its epochs.csv rows."""
+    spec = config.model(cell.model)
+    settings = config.values[cell.model]
+    identity = {"framework": cell.framework, "variant": cell.variant, "backend": "", "model": cell.model,
+                "device": cell.device, "repeat": cell.repeat, "seed": cell.seed}
+    facts = {"params": spec.param_count, "flops_per_sample": spec.flops_per_sample, "threads": config.threads,
+             "batch_size": config.batch_size, "dataset": config.dataset, "eval_split": config.eval_split}
+    reason = config.adapters[cell.framework].unsupported(cell.model, cell.device, cell.variant)
+    if reason:
+        return {**identity, **facts, "status": "skipped", "error": reason}, []
+
+    job = {"cell": cell.__dict__, "config": config.values, "data_dir": data_dir, "started": time.time(),
+           "adapter": config.adapters[cell.framework].job(cell.variant)}
+    log_name = f"{cell.framework}-{cell.variant}-{cell.model}-{cell.device}-{cell.repeat}.log"
+    worker = CellProcess(job, folder / "logs" / log_name, config.threads)
+    epochs, done = [], {}
+    try:
+        for event in worker.events(time.monotonic() + config.timeout_s):
+            if event["event"] == "setup":
+                identity["backend"] = event["backend"]
+                facts.update(setup_seconds=event["setup_seconds"], eval_split=event["eval_split"])
+            elif event["event"] == "epoch":
+                epochs.append(event)
+                if on_epoch:
+                    on_epoch(event["epoch"], settings["epochs"])
+            elif event["event"] == "done":
+                done = event
+    except TimeoutError:
+        done = {"status": "timeout", "error": f"the cell ran past timeout_s = {config.timeout_s} s and was stopped"}
+    finally:
+        worker.stop()
+    if not done:
+        status = "error" if worker.process.returncode and worker.process.returncode > 0 else "crashed"
+        done = {"status": status, "error": worker.last_error_line()}
+    run = summarise_run(identity, epochs, settings["target_accuracy"])
+    run.update(facts)
+    run.update({k: v for k, v in done.items() if k != "event"})
+    rows = [{**identity, **e, "samples_per_second": e["samples"] / e["train_seconds"]} for e in epochs]
+    return run, rows
+
+
+def describe(run: dict) -> str:
+    """One line per finished cell for the progress log."""
+    label = f"{run['framework']}/{run['variant']} {run['model']} {run['device']} #{run['repeat']}"
+    if run["status"] != "ok":
+        return f"{label}: {run['status']}: {run.get('error', '')}"
+    speed = run.get("samples_per_second")
+    speed_text = f", {speed:,.0f} samples/s steady" if speed else ""
+    return f"{label}: accuracy {run['final_accuracy']:.2%}, first epoch {run['first_epoch_seconds']:.1f} s{speed_text}"
+
+
+def run_sweep(config: Config, folder: RunFolder, data_dir: str | None, progress: bool = True) -> None:
+    """Every cell of the config not yet in the folder, each in its own process, written as it finishes."""
+    from tqdm import tqdm
+
+    data_dir = prepare_data(config, data_dir)
+    cells = config.cells()
+    done = folder.finished_keys()
+    todo = [c for c in cells if c.key not in done]
+    with tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress) as bar:
+        for cell in todo:
+            bar.set_description(cell.label)
+
+            def on_epoch(epoch, total):
+                bar.set_postfix_str(f"epoch {epoch}/{total}")
+
+            run, rows = run_cell(cell, config, data_dir, folder.directory, on_epoch)
+            folder.add(run, rows)
+            bar.set_postfix_str("")
+            bar.update()
+            bar.write(describe(run))

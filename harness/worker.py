@@ -1,0 +1,167 @@
+"""Runs ONE cell in its own process: threads, seed, build, train, evaluate, time.
+
+The runner starts `python -m harness.worker` with the job as JSON on stdin. Events go
+to stdout as lines starting with EVENT_PREFIX (anything a framework prints is kept in
+the cell's log, never mistaken for a result). Only this process imports a framework.
+
+Timing rules (DESIGN.md, fairness): data is handed to the adapter once before any
+timer starts; train_epoch and evaluate block until the device is done; the first
+epoch (compile, warm-up) is reported apart from the steady epochs; evaluation is
+timed apart from training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+EVENT_PREFIX = "@@mnist-bench "
+
+
+def emit(event: str, **fields) -> None:
+    print(EVENT_PREFIX + json.dumps({"event": event, **fields}, default=float), flush=True)
+
+
+def pin_threads(threads: int) -> None:
+    """Restrict the process to `threads` cores, so frameworks that ignore thread flags are held equal too."""
+    cores = sorted(os.sched_getaffinity(0))
+    if threads < len(cores):
+        os.sched_setaffinity(0, cores[:threads])
+
+
+def load_dataset(job: dict):
+    from harness import data, synthetic
+
+    values = job["config"]
+    if values["dataset"] == "synthetic":
+        sizes = values["synthetic"]
+        return synthetic.synthetic(sizes["train"], sizes["eval"], seed=values["seed"])
+    return data.load(
+        values["dataset"],
+        data_dir=job.get("data_dir") or None,
+        validation=values["validation"],
+        eval_split=values["eval_split"],
+        standardize=values["standardize"],
+        allow_download=False,
+    )
+
+
+def batch_order(n_train: int, batch_size: int, seed: int, epochs: int):
+    """The harness's batch indices per epoch: a seeded permutation, the last partial batch dropped."""
+    import numpy as np
+
+    if n_train < batch_size:
+        raise ValueError(f"the training set has {n_train} samples, fewer than batch_size = {batch_size}")
+    rng = np.random.default_rng([seed, 1])
+    n_batches = n_train // batch_size
+    for _ in range(epochs):
+        yield rng.permutation(n_train)[: n_batches * batch_size].reshape(n_batches, batch_size).astype(np.int32)
+
+
+def build_adapter(job: dict, model_spec):
+    """Import the cell's adapter (and so its framework) and construct it from the job."""
+    from harness.adapter import load_adapter
+
+    cell, values = job["cell"], job["config"]
+    adapter_class = load_adapter(job["adapter"])
+    options = {"eval_batch_size": values["eval_batch_size"], **values["options"].get(cell["framework"], {})}
+    return adapter_class(
+        model_spec,
+        optimizer_spec(job.get("optimizer") or values["optimizer"]),
+        device=cell["device"],
+        variant=cell["variant"],
+        seed=cell["seed"],
+        threads=values["threads"],
+        options={**options, **job.get("options", {})},
+    )
+
+
+def optimizer_spec(values: dict):
+    from harness.models import OptimizerSpec
+
+    return OptimizerSpec(**{**values, "betas": tuple(values.get("betas", (0.9, 0.999)))})
+
+
+def _model_spec(job: dict):
+    from harness.models import model_spec
+
+    cell, values = job["cell"], job["config"]
+    settings = {k: v for k, v in values[cell["model"]].items() if k not in ("epochs", "target_accuracy")}
+    settings.update(job.get("model_overrides", {}))
+    return model_spec(cell["model"], **settings)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train(job: dict) -> None:
+    """The timed loop: one epochs.csv row per epoch, then the run summary (computed by the runner)."""
+    import math
+
+    cell, values = job["cell"], job["config"]
+    settings = values[cell["model"]]
+    spec = _model_spec(job)
+    dataset = load_dataset(job)
+    adapter = build_adapter(job, spec)
+    adapter.set_params(spec.init_params(cell["seed"]))
+    adapter.load_data(dataset.x_train, dataset.y_train, dataset.x_eval, dataset.y_eval)
+    emit("setup", setup_seconds=time.time() - job["started"], backend=adapter.backend, eval_split=dataset.eval_split)
+    batches_per_epoch = batch_order(len(dataset.x_train), values["batch_size"], cell["seed"], settings["epochs"])
+    for epoch, batches in enumerate(batches_per_epoch, start=1):
+        start = time.perf_counter()
+        loss = adapter.train_epoch(batches)
+        train_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        eval_loss, eval_accuracy = adapter.evaluate()
+        eval_seconds = time.perf_counter() - start
+        emit(
+            "epoch",
+            epoch=epoch,
+            train_loss=loss,
+            train_seconds=train_seconds,
+            samples=batches.size,
+            eval_loss=eval_loss,
+            eval_accuracy=eval_accuracy,
+            eval_seconds=eval_seconds,
+        )
+        if not math.isfinite(loss):
+            emit("done", status="diverged", error=f"training loss became {loss} in epoch {epoch}")
+            return
+    emit("done", status="ok", peak_rss_mb=peak_rss_mb(), peak_device_memory_mb=adapter.peak_device_memory_mb())
+
+
+def parity(job: dict) -> None:
+    """A few single-batch SGD steps with dropout off; the losses and final parameters for the parity check."""
+    import numpy as np
+
+    from harness.synthetic import synthetic
+
+    spec = _model_spec(job)
+    steps, batch = job["steps"], job["batch_size"]
+    dataset = synthetic(train=steps * batch, eval=batch, seed=job["cell"]["seed"])
+    adapter = build_adapter(job, spec)
+    adapter.set_params(spec.init_params(job["cell"]["seed"]))
+    adapter.load_data(dataset.x_train, dataset.y_train, dataset.x_eval, dataset.y_eval)
+    order = np.arange(steps * batch, dtype=np.int32).reshape(steps, 1, batch)
+    losses = [adapter.train_epoch(step) for step in order]
+    np.savez(job["params_path"], **adapter.get_params())
+    emit("done", status="ok", losses=losses, backend=adapter.backend)
+
+
+def main() -> None:
+    job = json.loads(sys.stdin.read())
+    pin_threads(job["config"]["threads"])
+    from harness.adapter import Unsupported
+
+    try:
+        (parity if job.get("mode") == "parity" else train)(job)
+    except Unsupported as reason:
+        emit("done", status="skipped", error=str(reason))
+
+
+if __name__ == "__main__":
+    main()

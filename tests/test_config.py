@@ -1,0 +1,79 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.config import ConfigError, load_config, resolve
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_config_resolves_every_framework_and_default():
+    config = load_config(ROOT / "configs" / "quick.toml")
+    assert config.name == "quick"
+    assert "numpy" in config.frameworks
+    assert config.values["mlp"]["epochs"] == 3 and config.values["cnn"]["epochs"] == 2
+    assert config.threads >= 1
+    assert config.optimizer.name == "adam" and config.optimizer.betas == (0.9, 0.999)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")))
+def test_every_shipped_config_is_valid(path):
+    assert load_config(path).cells()
+
+
+def test_overrides_replace_config_values():
+    config = resolve({}, "x", {"frameworks": ["numpy"], "models": ["cnn"], "epochs": 5, "repeats": 2})
+    assert config.frameworks == ["numpy"] and config.models == ["cnn"]
+    assert config.values["cnn"]["epochs"] == 5
+    cells = config.cells()
+    assert len(cells) == 2 * len(config.variants["numpy"])
+    assert {c.seed for c in cells} == {0, 1}
+
+
+@pytest.mark.parametrize(
+    "raw, phrase",
+    [
+        ({"epochz": 3}, "unknown key 'epochz'"),
+        ({"mlp": {"hiden": [3]}}, "unknown key mlp.'hiden'"),
+        ({"repeats": "3"}, "repeats = '3' must be int"),
+        ({"repeats": 0}, "repeats = 0 must be greater than 0"),
+        ({"standardize": 1}, "standardize = 1 must be bool"),
+        ({"repeats": True}, "repeats = True must be int"),
+        ({"optimizer": {"lr": -1}}, "optimizer.lr = -1 must be greater than 0"),
+        ({"optimizer": {"name": "rmsprop"}}, "optimizer.name = 'rmsprop' must be one of"),
+        ({"optimizer": {"weight_decay": 0.1}}, "weight_decay is only defined for name = 'adamw'"),
+        ({"mlp": {"hidden": []}}, "mlp.hidden = [] must be a non-empty list"),
+        ({"cnn": {"dropout": 1.0}}, "cnn.dropout = 1.0 must be in [0, 1)"),
+        ({"dataset": "cifar"}, "dataset = 'cifar' must be one of"),
+        ({"frameworks": ["tensorflw"]}, "unknown framework 'tensorflw': known frameworks are numpy"),
+        ({"models": ["rnn"]}, "unknown model 'rnn'"),
+        ({"variants": {"numpy": ["fortran"]}}, "variants.numpy names unknown variant 'fortran'"),
+        ({"eval_split": "validation"}, "needs a hold-out"),
+        ({"optimizer": 3}, "optimizer must be a table"),
+    ],
+)
+def test_bad_values_are_refused_with_the_key_named(raw, phrase):
+    with pytest.raises(ConfigError) as error:
+        resolve(raw, "bad")
+    assert phrase in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    broken = tmp_path / "broken.toml"
+    broken.write_text("name = \n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_cli_reports_bad_input_in_one_sentence_without_traceback():
+    result = subprocess.run(
+        [sys.executable, "bench.py", "run", "--frameworks", "nope"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: unknown framework 'nope'")
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from harness.models import ModelSpec, model_spec
+
+
+def test_mlp_shapes_and_counts():
+    spec = ModelSpec("mlp")
+    assert spec.param_shapes == {
+        "dense0.kernel": (784, 512), "dense0.bias": (512,),
+        "dense1.kernel": (512, 512), "dense1.bias": (512,),
+        "dense2.kernel": (512, 10), "dense2.bias": (10,),
+    }
+    assert spec.param_count == 784 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10
+    assert spec.forward_macs == 784 * 512 + 512 * 512 + 512 * 10
+    assert spec.flops_per_sample == 6 * spec.forward_macs  # about 4.0 MFLOP
+
+
+def test_cnn_shapes_follow_valid_convolutions_and_floor_pooling():
+    spec = ModelSpec("cnn", dropout=0.5)
+    shapes = spec.param_shapes
+    assert shapes["conv0.kernel"] == (3, 3, 1, 32)  # HWIO
+    assert shapes["conv1.kernel"] == (3, 3, 32, 64)
+    assert shapes["dense0.kernel"] == (5 * 5 * 64, 128)  # 28 -> 26 -> 13 -> 11 -> 5
+    assert shapes["dense1.kernel"] == (128, 10)
+    assert spec.param_count == 225_034  # keras.io mnist_convnet has the same count with dense 128
+    conv = 26 * 26 * 32 * 9 + 11 * 11 * 64 * 9 * 32
+    assert spec.forward_macs == conv + 1600 * 128 + 128 * 10
+    assert spec.flops_per_sample == pytest.approx(15.8e6, rel=0.01)
+
+
+def test_sizes_are_configurable():
+    spec = model_spec("cnn", channels=[4, 8], dense=16)
+    assert spec.param_shapes["dense0.kernel"] == (5 * 5 * 8, 16)
+    assert model_spec("mlp", hidden=[64]).param_shapes["dense1.kernel"] == (64, 10)
+
+
+def test_init_is_seeded_glorot_uniform_with_zero_biases():
+    spec = ModelSpec("cnn")
+    a, b, c = spec.init_params(0), spec.init_params(0), spec.init_params(1)
+    for name, shape in spec.param_shapes.items():
+        assert a[name].shape == shape and a[name].dtype == np.float32
+        np.testing.assert_array_equal(a[name], b[name])
+    assert not np.array_equal(a["conv1.kernel"], c["conv1.kernel"])
+    assert not a["dense0.bias"].any()
+    limit = np.sqrt(6 / (9 * 32 + 9 * 64))  # fan_in = 3*3*32, fan_out = 3*3*64
+    kernel = a["conv1.kernel"]
+    assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.95 * limit
+
+
+def test_unknown_model_is_refused():
+    with pytest.raises(ValueError, match="unknown model"):
+        ModelSpec("rnn")

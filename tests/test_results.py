@@ -1,0 +1,41 @@
+import csv
+
+import pytest
+
+from harness.report import write_summary
+from harness.results import RUN_COLUMNS, RunFolder, summarise_run
+
+
+def epoch(n, seconds, accuracy, samples=1000):
+    return {"epoch": n, "train_seconds": seconds, "eval_accuracy": accuracy, "eval_loss": 1 - accuracy,
+            "eval_seconds": 0.1, "samples": samples}
+
+
+def test_first_epoch_is_apart_and_throughput_uses_steady_epochs_only():
+    run = summarise_run({"framework": "x"}, [epoch(1, 10.0, 0.90), epoch(2, 2.0, 0.95), epoch(3, 4.0, 0.97)], 0.96)
+    assert run["first_epoch_seconds"] == 10.0
+    assert run["steady_epoch_seconds"] == 3.0  # median of epochs 2..3
+    assert run["samples_per_second"] == pytest.approx(1000 / 3.0)
+    assert run["time_to_target_seconds"] == 16.0  # compile included, evaluation excluded
+    assert run["final_accuracy"] == 0.97 and run["best_accuracy"] == 0.97
+
+
+def test_unreached_target_and_single_epoch_leave_blanks():
+    run = summarise_run({}, [epoch(1, 5.0, 0.5)], 0.99)
+    assert run["steady_epoch_seconds"] is None and run["samples_per_second"] is None
+    assert "time_to_target_seconds" not in run
+
+
+def test_records_are_rewritten_whole_after_each_cell(tmp_path):
+    folder = RunFolder(tmp_path)
+    base = {"framework": "numpy", "variant": "numpy", "backend": "openblas", "model": "mlp", "device": "cpu", "seed": 0}
+    for repeat in range(2):
+        folder.add({**base, "repeat": repeat, "status": "ok", "final_accuracy": 0.9 + repeat / 100,
+                    "samples_per_second": 1000 + repeat}, [])
+        with (tmp_path / "runs.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == repeat + 1 and list(rows[0]) == RUN_COLUMNS
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left behind
+    summary = write_summary(tmp_path)
+    assert "90.50 (90.00–91.00)" in summary  # median (min–max) over the repeats
+    assert (tmp_path / "summary.md").read_text() == summary
