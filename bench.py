@@ -98,6 +98,23 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_compare(args: argparse.Namespace) -> int:
+    from harness import compare
+
+    metrics = args.metric or compare.DEFAULT_METRICS
+    table = compare.compare(compare.read_runs(args.a), compare.read_runs(args.b), metrics)
+    print(compare.markdown(table, args.a, args.b))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    if args.fail_on_regression is not None:
+        worse = compare.regressions(table, args.fail_on_regression)
+        if not worse.empty:
+            print(f"\n{len(worse)} row(s) worse than A by more than {args.fail_on_regression}% beyond noise",
+                  file=sys.stderr)
+            return 1
+    return 0
+
+
 def command_fetch(args: argparse.Namespace) -> int:
     from harness import data
 
@@ -135,6 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     parity = commands.add_parser("parity", help="check every adapter against the NumPy float64 reference")
     add_selection(parity)
     parity.set_defaults(func=command_parity)
+
+    comparison = commands.add_parser("compare", help="two runs side by side, with noise-aware verdicts")
+    comparison.add_argument("a", help="the baseline: a result folder or its runs.csv")
+    comparison.add_argument("b", help="the run compared with it")
+    comparison.add_argument("--metric", action="append", help="a runs.csv column, repeatable (default: "
+                            "samples_per_second, first_epoch_seconds, time_to_target_seconds, final_accuracy)")
+    comparison.add_argument("--csv", metavar="PATH", help="also write the table as CSV")
+    comparison.add_argument("--fail-on-regression", type=float, metavar="PCT",
+                            help="exit 1 when a row is worse by more than PCT percent beyond noise")
+    comparison.set_defaults(func=command_compare)
 
     fetch = commands.add_parser("fetch", help="find or download a dataset, verify it and cache its arrays")
     fetch.add_argument("dataset", nargs="?", default="mnist", choices=["mnist", "fashion_mnist"])

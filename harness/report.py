@@ -1,7 +1,8 @@
-"""summary.md: the tables a person reads, built from runs.csv with pandas.
+"""summary.md: the tables a person reads, built from runs.csv with pandas, and the plots.
 
-Each row is one (framework, variant, backend, model, device); numbers are the median
-over repeats with the min-max range beside them when there is more than one repeat.
+Each row is one (framework, variant, backend, model, device). Timings are the median over
+repeats with the min-max range beside them; accuracy is the mean ± standard deviation with
+the half-width of its 95% interval. n says how many repeats finished.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import UserError
+from harness.plots import write_plots
 from harness.results import atomic_write
+from harness.stats import GROUP, cell_statistics, t_interval
 
-GROUP = ["framework", "variant", "backend", "model", "device"]
 COLUMNS = {  # runs.csv column -> (heading, format of one value)
-    "final_accuracy": ("test accuracy %", lambda v: f"{100 * v:.2f}"),
     "samples_per_second": ("steady samples/s", lambda v: f"{v:,.0f}"),
     "first_epoch_seconds": ("first epoch s", lambda v: f"{v:.2f}"),
     "steady_epoch_seconds": ("steady epoch s", lambda v: f"{v:.2f}"),
@@ -36,12 +37,23 @@ def median_with_range(values: pd.Series, fmt) -> str:
     return f"{fmt(values.median())} ({fmt(values.min())}–{fmt(values.max())})"
 
 
+def accuracy_text(values: pd.Series) -> str:
+    """mean ± sd (95% CI ±half-width) in percent, or the single value."""
+    if values.empty:
+        return "–"
+    if len(values) == 1:
+        return f"{100 * values.iloc[0]:.2f}"
+    half = t_interval(values.to_numpy(float))
+    return f"{100 * values.mean():.2f} ± {100 * values.std(ddof=1):.2f} (CI ±{100 * half:.2f})"
+
+
 def model_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per framework variant: medians (min–max) over the repeats that finished."""
     rows = []
     for keys, group in runs.groupby(GROUP, sort=False, dropna=False):
         row = dict(zip(GROUP, keys))
         row["n"] = len(group)
+        row["test accuracy %"] = accuracy_text(pd.to_numeric(group["final_accuracy"], errors="coerce").dropna())
         for column, (heading, fmt) in COLUMNS.items():
             row[heading] = median_with_range(pd.to_numeric(group[column], errors="coerce"), fmt)
         rows.append(row)
@@ -49,7 +61,7 @@ def model_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values("framework", kind="stable")
 
 
-def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict) -> str:
+def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots: dict | None = None) -> str:
     ok = runs[runs["status"] == "ok"]
     lines = [f"# {config.get('name', 'run')}: {config.get('dataset', '')}", ""]
     lines.append(
@@ -66,6 +78,7 @@ def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict) -> str
         lines += ["", f"## {model.upper()}: {settings.get('epochs', '?')} epochs, "
                   f"target accuracy {settings.get('target_accuracy', '?')}", ""]
         lines.append(model_table(rows).to_markdown(index=False))
+        lines += [""] + [f"![{name}]({name})" for name in (plots or {}).get(model, [])]
     failed = runs[runs["status"] != "ok"]
     if not failed.empty:
         lines += ["", "## Cells that did not finish", ""]
@@ -82,7 +95,14 @@ def write_summary(directory: Path) -> str:
     runs = pd.read_csv(runs_path, keep_default_na=False, na_values=[""])
     environment = _read_json(directory / "environment.json")
     config = _read_json(directory / "config.json")
-    text = summary_markdown(runs, environment, config) if not runs.empty else "# no cells finished\n"
+    if runs.empty:
+        atomic_write(directory / "summary.md", "# no cells finished\n")
+        return "# no cells finished\n"
+    epochs_path = directory / "epochs.csv"
+    epochs = pd.read_csv(epochs_path) if epochs_path.exists() and epochs_path.stat().st_size > 1 else None
+    plots = write_plots(directory, runs, epochs, config) if epochs is not None and not epochs.empty else {}
+    atomic_write(directory / "statistics.csv", cell_statistics(runs).to_csv(index=False))
+    text = summary_markdown(runs, environment, config, plots)
     atomic_write(directory / "summary.md", text)
     return text
 

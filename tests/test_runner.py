@@ -44,6 +44,9 @@ def test_bench_run_writes_every_file_with_every_column(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "## MLP" in summary and "## CNN" in summary
     assert "## MLP" in result.stdout  # the table is printed at the end
+    for figure in ("mlp-accuracy.png", "cnn-throughput.png"):
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({figure})" in summary
+    assert "samples_per_second_median" in (out / "statistics.csv").read_text()
 
 
 @pytest.fixture

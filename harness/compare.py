@@ -1,0 +1,100 @@
+"""Two runs side by side: the ratio B/A per metric and a verdict that knows about noise.
+
+Rows are matched on (framework, variant, backend, model, device). A difference counts
+only when the repeats say it is real: with 4+ repeats a side, a Mann-Whitney rank test
+(p < 0.05); with 2-3, ranges that do not overlap; with a single sample, which has no
+spread to judge by, a change above SINGLE_SAMPLE_NOISE. Differences under NOISE_FLOOR
+are never called, however consistent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import UserError
+from harness.stats import GROUP, HIGHER_IS_BETTER
+
+DEFAULT_METRICS = ["samples_per_second", "first_epoch_seconds", "time_to_target_seconds", "final_accuracy"]
+NOISE_FLOOR = 0.01
+SINGLE_SAMPLE_NOISE = 0.05
+
+
+def read_runs(path: str | Path) -> pd.DataFrame:
+    """runs.csv of a result folder (or the file itself), finished repeats only."""
+    path = Path(path)
+    csv_path = path / "runs.csv" if path.is_dir() else path
+    if not csv_path.is_file():
+        raise UserError(f"{path} is neither a result folder with runs.csv nor a runs.csv file")
+    runs = pd.read_csv(csv_path, keep_default_na=False, na_values=[""])
+    runs["backend"] = runs["backend"].fillna("")
+    return runs[runs["status"] == "ok"]
+
+
+def differs(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether samples a and b differ beyond their own noise (see the module docstring)."""
+    ratio = np.median(b) / np.median(a)
+    if abs(ratio - 1) <= NOISE_FLOOR:
+        return False
+    if min(len(a), len(b)) == 1:
+        return abs(ratio - 1) > SINGLE_SAMPLE_NOISE
+    if min(len(a), len(b)) >= 4:
+        from scipy.stats import mannwhitneyu
+
+        return bool(mannwhitneyu(a, b).pvalue < 0.05)
+    return bool(a.max() < b.min() or b.max() < a.min())
+
+
+def verdict(metric: str, a: np.ndarray, b: np.ndarray) -> str:
+    if not len(a) or not len(b):
+        return "n/a"
+    if not differs(a, b):
+        return "same"
+    better = (np.median(b) > np.median(a)) == HIGHER_IS_BETTER.get(metric, False)
+    if metric.endswith("accuracy"):
+        return "higher" if better else "lower"
+    return "faster" if better else "slower"
+
+
+def compare(a: pd.DataFrame, b: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """One row per matched cell and metric, plus the cells found on one side only."""
+    unknown = [m for m in metrics if m not in a.columns]
+    if unknown:
+        raise UserError(f"unknown metric {unknown[0]!r}: use columns of runs.csv such as {', '.join(DEFAULT_METRICS)}")
+    groups_a, groups_b = dict(list(a.groupby(GROUP, sort=False))), dict(list(b.groupby(GROUP, sort=False)))
+    rows = []
+    for key in list(groups_a) + [k for k in groups_b if k not in groups_a]:
+        row = dict(zip(GROUP, key))
+        if key not in groups_b or key not in groups_a:
+            rows.append({**row, "metric": "", "verdict": "only in " + ("A" if key in groups_a else "B")})
+            continue
+        for metric in metrics:
+            va = pd.to_numeric(groups_a[key][metric], errors="coerce").dropna().to_numpy(float)
+            vb = pd.to_numeric(groups_b[key][metric], errors="coerce").dropna().to_numpy(float)
+            median_a = np.median(va) if len(va) else np.nan
+            median_b = np.median(vb) if len(vb) else np.nan
+            rows.append({**row, "metric": metric, "n_a": len(va), "n_b": len(vb), "median_a": median_a,
+                         "median_b": median_b, "ratio_b_a": median_b / median_a, "verdict": verdict(metric, va, vb)})
+    return pd.DataFrame(rows)
+
+
+def regressions(table: pd.DataFrame, percent: float) -> pd.DataFrame:
+    """Rows that are slower beyond noise by more than `percent` (in the metric's bad direction)."""
+    slower = table[table["verdict"].isin(["slower", "lower"])].copy()
+    higher_better = slower["metric"].map(lambda m: HIGHER_IS_BETTER.get(m, False))
+    loss = np.where(higher_better, 1 - slower["ratio_b_a"], slower["ratio_b_a"] - 1)
+    return slower[loss * 100 > percent]
+
+
+def markdown(table: pd.DataFrame, a_name: str, b_name: str) -> str:
+    shown = table.copy()
+    for column in ("median_a", "median_b"):
+        if column in shown:
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:,.4g}")
+    if "ratio_b_a" in shown:
+        shown["ratio_b_a"] = shown["ratio_b_a"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+    shown = shown.rename(columns={"median_a": "A median", "median_b": "B median", "ratio_b_a": "B/A"})
+    header = f"A: {a_name}\nB: {b_name}\n\n"
+    return header + shown.fillna("").to_markdown(index=False)
