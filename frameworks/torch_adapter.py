@@ -1,0 +1,294 @@
+"""The PyTorch adapter: both models as nn.Sequential, trained with torch.optim and F.cross_entropy.
+
+Written the way PyTorch's MNIST example is: a model module, an optimizer, and a train loop of
+zero_grad / forward / cross_entropy / backward / step. The `compile` variant runs the same
+train step through torch.compile (Inductor): the forward and backward pass become compiled graphs
+(Dynamo breaks the graph at loss.backward()) and so does the optimizer step. It compiles lazily,
+on the first batch, and with Inductor's on-disk caches off, so every cell's first epoch holds
+the whole compile.
+
+Layouts are converted at the boundary only: canonical HWIO conv kernels and (in, out) dense
+kernels become PyTorch's OIHW and (out, in) in set_params (and back in get_params), and the
+images go from NHWC to NCHW once in load_data. The canonical CNN flattens in NHWC order, PyTorch
+in NCHW order, so the rows of the first dense kernel are permuted at the boundary too, and the
+forward pass stays an ordinary flatten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.adapter import Adapter, Unsupported
+from harness.models import CLASSES, IMAGE_SHAPE, ModelSpec, OptimizerSpec
+
+# ---------------------------------------------------------------------------------------------
+# The models
+# ---------------------------------------------------------------------------------------------
+
+
+def head(layers: OrderedDict, in_features: int, hidden: tuple[int, ...], dropout: float, first: int = 0) -> None:
+    """Dense + ReLU per hidden size, then dropout (skipped at rate 0), then the dense layer to the classes."""
+    for i, out_features in enumerate(hidden, start=first):
+        layers[f"dense{i}"] = nn.Linear(in_features, out_features)
+        layers[f"relu_dense{i}"] = nn.ReLU()
+        in_features = out_features
+    if dropout > 0:
+        layers["dropout"] = nn.Dropout(dropout)
+    layers[f"dense{first + len(hidden)}"] = nn.Linear(in_features, CLASSES)
+
+
+def mlp(spec: ModelSpec) -> nn.Sequential:
+    """784 -> hidden (ReLU)... -> dropout -> 10. Module names are the canonical parameter prefixes."""
+    layers = OrderedDict(flatten=nn.Flatten())
+    head(layers, int(np.prod(IMAGE_SHAPE)), spec.hidden, spec.dropout)
+    return nn.Sequential(layers)
+
+
+def cnn(spec: ModelSpec) -> nn.Sequential:
+    """[conv 3x3 -> ReLU -> maxpool 2x2] per channel count -> flatten -> dense ReLU -> dropout -> dense 10."""
+    layers, in_channels = OrderedDict(), IMAGE_SHAPE[2]
+    for i, out_channels in enumerate(spec.channels):
+        layers[f"conv{i}"] = nn.Conv2d(in_channels, out_channels, spec.kernel_size)
+        layers[f"relu_conv{i}"] = nn.ReLU()
+        layers[f"pool{i}"] = nn.MaxPool2d(2)
+        in_channels = out_channels
+    layers["flatten"] = nn.Flatten()
+    side, _ = spec.feature_map_side(len(spec.channels))
+    head(layers, side * side * in_channels, (spec.dense,), spec.dropout)
+    return nn.Sequential(layers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical layout <-> PyTorch layout
+# ---------------------------------------------------------------------------------------------
+
+
+def flattened_feature_map(spec: ModelSpec) -> tuple[int, int, int] | None:
+    """(H, W, C) of the CNN's last feature map, whose flatten order differs between NHWC and NCHW."""
+    if spec.name != "cnn":
+        return None
+    side, _ = spec.feature_map_side(len(spec.channels))
+    return side, side, spec.channels[-1]
+
+
+def to_torch(name: str, value: np.ndarray, feature_map: tuple[int, int, int] | None) -> np.ndarray:
+    """HWIO -> OIHW; (in, out) -> (out, in), with the CNN's dense0 rows put from (H, W, C) into (C, H, W) order."""
+    if name.endswith(".bias"):
+        return value
+    if value.ndim == 4:
+        return value.transpose(3, 2, 0, 1)
+    if name == "dense0.kernel" and feature_map:
+        h, w, c = feature_map
+        value = value.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
+    return value.T
+
+
+def to_canonical(name: str, value: np.ndarray, feature_map: tuple[int, int, int] | None) -> np.ndarray:
+    """The inverse of to_torch."""
+    if name.endswith(".bias"):
+        return value
+    if value.ndim == 4:
+        return value.transpose(2, 3, 1, 0)
+    value = value.T
+    if name == "dense0.kernel" and feature_map:
+        h, w, c = feature_map
+        value = value.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(h * w * c, -1)
+    return value
+
+
+def torch_name(canonical: str) -> str:
+    """dense0.kernel -> dense0.weight (the module names are the canonical prefixes)."""
+    return canonical.replace(".kernel", ".weight")
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer, device, threads
+# ---------------------------------------------------------------------------------------------
+
+
+def make_optimizer(spec: OptimizerSpec, params) -> torch.optim.Optimizer:
+    """OptimizerSpec onto torch.optim, with PyTorch's default (foreach or for-loop) implementation."""
+    if spec.weight_decay and spec.name != "adamw":
+        raise ValueError(f"weight_decay is defined only for adamw (decoupled), not for {spec.name}")
+    if spec.name == "sgd":
+        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov)
+    if spec.name == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, betas=spec.betas, eps=spec.eps)
+    if spec.name == "adamw":
+        return torch.optim.AdamW(params, lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay)
+    raise ValueError(f"unknown optimizer {spec.name!r}: use sgd, adam or adamw")
+
+
+def torch_device(device: str) -> torch.device:
+    if device == "cpu":
+        return torch.device("cpu")
+    if device != "gpu":
+        raise Unsupported(f"torch has no device {device!r}")
+    if not torch.cuda.is_available():
+        reason = "this torch is a CPU-only build" if torch.version.cuda is None else "no CUDA device or driver found"
+        raise Unsupported(f"CUDA is not available to PyTorch: {reason} (torch {torch.__version__})")
+    return torch.device("cuda")
+
+
+def use_full_float32() -> None:
+    """Full float32 products everywhere (no TF32 on Ampere and newer): parity and fairness need it."""
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def set_threads(threads: int) -> None:
+    """Intra-op threads, and inter-op threads, which PyTorch accepts only before its first parallel work."""
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # already set (a second adapter in this process)
+        torch.set_num_interop_threads(threads)
+
+
+def cpu_backend(model: str) -> str:
+    """MKL (or the build's BLAS) for the dense layers; oneDNN, where present, for the convolutions."""
+    blas = "mkl" if torch.backends.mkl.is_available() else "blas"
+    return f"{blas}+onednn" if model == "cnn" and torch.backends.mkldnn.is_available() else blas
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter
+# ---------------------------------------------------------------------------------------------
+
+
+class TorchAdapter(Adapter):
+    """MLP and CNN as nn.Sequential; eager, or torch.compile'd (Inductor) train and eval steps.
+
+    Dropout (nn.Dropout, before the last dense layer) draws from PyTorch's default generator,
+    seeded with torch.manual_seed(seed). options["channels_last"] = True keeps the CNN's
+    activations in NHWC memory layout (the logical shapes, and so the flatten order, stay NCHW).
+    """
+
+    name = "torch"
+    extra = "torch"
+    modules = ("torch",)
+    variants = ("eager", "compile")
+    devices = ("cpu", "gpu")
+    models = ("mlp", "cnn")
+    # Inductor caches compiled graphs on disk across processes: without this, a cell's first epoch
+    # would include a full compile or almost none, depending on what ran before it.
+    variant_env = {"compile": {"TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"}}
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        optimizer: OptimizerSpec,
+        *,
+        device: str,
+        variant: str,
+        seed: int,
+        threads: int,
+        options: dict,
+    ) -> None:
+        super().__init__(model, optimizer, device=device, variant=variant, seed=seed, threads=threads, options=options)
+        if variant not in self.variants:
+            raise Unsupported(f"torch has no variant {variant!r}")
+        self.torch_device = torch_device(device)
+        set_threads(threads)
+        use_full_float32()
+        torch.manual_seed(seed)
+        self.eval_batch_size = int(options.get("eval_batch_size", 1000))
+        self.memory_format = torch.channels_last if options.get("channels_last") else torch.contiguous_format
+        self.feature_map = flattened_feature_map(model)
+        self.net = (mlp if model.name == "mlp" else cnn)(model)
+        self.net.to(self.torch_device, memory_format=self.memory_format)
+        self.optimizer_state = make_optimizer(optimizer, self.net.parameters())
+        self.train_step, self.eval_step = self._train_step, self._eval_step
+        if variant == "compile":
+            # Static shapes: one graph per batch size (the training batch, the eval chunk and its remainder).
+            self.train_step = torch.compile(self._train_step, dynamic=False)
+            self.eval_step = torch.compile(self._eval_step, dynamic=False)
+
+    # -- parameters and data -------------------------------------------------------------------
+
+    def set_params(self, params: dict[str, np.ndarray]) -> None:
+        state = self.net.state_dict()
+        with torch.no_grad():
+            for name, shape in self.model.param_shapes.items():
+                value = np.asarray(params[name], np.float32)
+                if value.shape != shape:
+                    raise ValueError(f"{name} has shape {value.shape}, expected {shape}")
+                value = np.ascontiguousarray(to_torch(name, value, self.feature_map))
+                state[torch_name(name)].copy_(torch.from_numpy(value))
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        state = {name: value.detach().cpu().numpy() for name, value in self.net.state_dict().items()}
+        return {
+            name: np.ascontiguousarray(to_canonical(name, state[torch_name(name)], self.feature_map))
+            for name in self.model.param_shapes
+        }
+
+    def load_data(self, x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray) -> None:
+        self.x_train, self.y_train = self._images(x_train), self._labels(y_train)
+        self.x_eval, self.y_eval = self._images(x_eval), self._labels(y_eval)
+
+    def _images(self, images: np.ndarray) -> torch.Tensor:
+        """NHWC float32 -> NCHW on the device, once."""
+        x = torch.from_numpy(np.asarray(images, np.float32)).permute(0, 3, 1, 2)
+        return x.to(self.torch_device, memory_format=self.memory_format)
+
+    def _labels(self, labels: np.ndarray) -> torch.Tensor:
+        """int64 class indices, what F.cross_entropy takes."""
+        return torch.from_numpy(np.asarray(labels, np.int64)).to(self.torch_device)
+
+    # -- training and evaluation ---------------------------------------------------------------
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.optimizer_state.zero_grad()
+        loss = F.cross_entropy(self.net(x), y)
+        loss.backward()
+        self.optimizer_state.step()
+        return loss.detach()
+
+    def _eval_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed cross-entropy and number of correct predictions of one chunk."""
+        logits = self.net(x)
+        return F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(dim=1) == y).sum()
+
+    def train_epoch(self, batches: np.ndarray) -> float:
+        self.net.train()
+        batches = torch.from_numpy(batches).to(self.torch_device, torch.int64)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.torch_device)
+        for indices in batches:
+            loss_sum += self.train_step(self.x_train[indices], self.y_train[indices])
+        self._sync()
+        return loss_sum.item() / len(batches)  # one device -> host read per epoch
+
+    def evaluate(self) -> tuple[float, float]:
+        self.net.eval()
+        n = len(self.x_eval)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.torch_device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.torch_device)
+        with torch.no_grad():
+            for start in range(0, n, self.eval_batch_size):
+                chunk = slice(start, start + self.eval_batch_size)
+                chunk_loss, chunk_correct = self.eval_step(self.x_eval[chunk], self.y_eval[chunk])
+                loss_sum += chunk_loss
+                correct += chunk_correct
+        self._sync()
+        return loss_sum.item() / n, correct.item() / n
+
+    def _sync(self) -> None:
+        """Wait for queued CUDA kernels, so the caller's timer measures the work (CPU ops are synchronous)."""
+        if self.torch_device.type == "cuda":
+            torch.cuda.synchronize(self.torch_device)
+
+    @property
+    def backend(self) -> str:
+        base = f"cuda {torch.version.cuda}" if self.torch_device.type == "cuda" else cpu_backend(self.model.name)
+        return f"inductor ({base})" if self.variant == "compile" else base
+
+    def peak_device_memory_mb(self) -> float | None:
+        if self.torch_device.type != "cuda":
+            return None
+        return torch.cuda.max_memory_allocated(self.torch_device) / 2**20
