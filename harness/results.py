@@ -47,6 +47,7 @@ RUN_COLUMNS = KEYS + [
     "peak_rss_mb",
     "peak_device_memory_mb",
     "threads",
+    "thread_pools",
     "batch_size",
     "dataset",
     "eval_split",

@@ -94,6 +94,19 @@ def _model_spec(job: dict):
     return model_spec(cell["model"], **settings)
 
 
+def thread_pools() -> str:
+    """The BLAS and OpenMP libraries loaded in this process, with the kernel each picked and its threads."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return ""
+    described = []
+    for pool in threadpool_info():
+        parts = [pool.get("internal_api"), pool.get("version"), pool.get("architecture")]
+        described.append(" ".join(str(p) for p in parts if p) + f" x{pool.get('num_threads')}")
+    return "; ".join(described)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -131,7 +144,8 @@ def train(job: dict) -> None:
         if not math.isfinite(loss):
             emit("done", status="diverged", error=f"training loss became {loss} in epoch {epoch}")
             return
-    emit("done", status="ok", peak_rss_mb=peak_rss_mb(), peak_device_memory_mb=adapter.peak_device_memory_mb())
+    emit("done", status="ok", peak_rss_mb=peak_rss_mb(), peak_device_memory_mb=adapter.peak_device_memory_mb(),
+         thread_pools=thread_pools())
 
 
 def parity(job: dict) -> None:

@@ -37,7 +37,7 @@ def test_bench_run_writes_every_file_with_every_column(tmp_path):
         assert 0 <= float(run["final_accuracy"]) <= 1
         assert float(run["samples_per_second"]) > 0 and float(run["first_epoch_seconds"]) > 0
         assert float(run["setup_seconds"]) > 0 and float(run["peak_rss_mb"]) > 0
-        assert run["backend"]
+        assert run["backend"] and run["thread_pools"]  # e.g. "openblas 0.3.31 SkylakeX x1"
     environment = json.loads((out / "environment.json").read_text())
     assert environment["cores"] >= 1 and "numpy" in environment["packages"]
     assert json.loads((out / "config.json").read_text())["name"] == "smoke"
