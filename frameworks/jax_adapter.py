@@ -1,0 +1,214 @@
+"""The JAX adapter: Flax NNX models trained with Optax, as in Flax's MNIST tutorial.
+
+The models are nnx.Modules and the optimizer an nnx.Optimizer around an Optax transform,
+as the tutorial writes them. For speed the hot loop takes the route Flax's performance
+guide recommends: split the model and optimizer into a graph definition and a pytree of
+state once, and jax.jit a pure function of that state, so no Python object graph is walked
+per step. Two variants:
+  jit   one jitted train step per batch, called from Python;
+  scan  the whole epoch as one jitted jax.lax.scan over the harness's batch indices, the
+        dataset resident on the device.
+Both compile in the first epoch, which is where the harness reports compile time.
+
+Flax's kernels are already canonical ((in, out) dense, HWIO conv) and NHWC images flatten
+in the canonical order, so parameters cross the boundary by name only.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from harness.adapter import Adapter, Unsupported
+from harness.models import CLASSES, IMAGE_SHAPE, ModelSpec, OptimizerSpec
+
+jax.config.update("jax_default_matmul_precision", "highest")  # full float32 products: no TF32 on GPUs
+
+
+class MLP(nnx.Module):
+    """784 -> hidden (ReLU)... -> dropout -> 10; attributes named after the canonical prefixes."""
+
+    def __init__(self, spec: ModelSpec, rngs: nnx.Rngs) -> None:
+        sizes = [int(np.prod(IMAGE_SHAPE)), *spec.hidden, CLASSES]
+        self.dense = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes, sizes[1:])])
+        self.dropout = nnx.Dropout(spec.dropout, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.reshape(x.shape[0], -1)
+        for layer in self.dense[:-1]:
+            x = nnx.relu(layer(x))
+        return self.dense[-1](self.dropout(x))
+
+
+class CNN(nnx.Module):
+    """[conv 3x3 VALID -> ReLU -> maxpool 2x2] per channel count -> flatten (NHWC) -> dense ReLU -> dropout -> 10."""
+
+    def __init__(self, spec: ModelSpec, rngs: nnx.Rngs) -> None:
+        channels = [IMAGE_SHAPE[2], *spec.channels]
+        k = (spec.kernel_size, spec.kernel_size)
+        self.conv = nnx.List([nnx.Conv(a, b, k, padding="VALID", rngs=rngs) for a, b in zip(channels, channels[1:])])
+        side, _ = spec.feature_map_side(len(spec.channels))
+        self.dense = nnx.List([nnx.Linear(side * side * channels[-1], spec.dense, rngs=rngs),
+                               nnx.Linear(spec.dense, CLASSES, rngs=rngs)])
+        self.dropout = nnx.Dropout(spec.dropout, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for conv in self.conv:
+            x = nnx.max_pool(nnx.relu(conv(x)), window_shape=(2, 2), strides=(2, 2))
+        x = nnx.relu(self.dense[0](x.reshape(x.shape[0], -1)))
+        return self.dense[1](self.dropout(x))
+
+
+def optax_transform(spec: OptimizerSpec) -> optax.GradientTransformation:
+    """OptimizerSpec onto Optax: its sgd trace (g + momentum * v) and adam/adamw match PyTorch's forms."""
+    b1, b2 = spec.betas
+    if spec.name == "sgd":
+        return optax.sgd(spec.lr, momentum=spec.momentum or None, nesterov=spec.nesterov)
+    if spec.name == "adam":
+        return optax.adam(spec.lr, b1=b1, b2=b2, eps=spec.eps)
+    if spec.name == "adamw":
+        return optax.adamw(spec.lr, b1=b1, b2=b2, eps=spec.eps, weight_decay=spec.weight_decay)
+    raise ValueError(f"unknown optimizer {spec.name!r}: use sgd, adam or adamw")
+
+
+def jax_device(device: str) -> jax.Device:
+    if device == "cpu":
+        return jax.devices("cpu")[0]
+    try:
+        return jax.devices("gpu")[0]
+    except RuntimeError:
+        raise Unsupported("JAX has no GPU backend here: pip install -U 'jax[cuda12]' on a CUDA machine") from None
+
+
+def loss_fn(model: nnx.Module, x: jax.Array, y: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+
+
+def train_step(graphdef, state, x_all, y_all, indices):
+    """One optimizer step on the batch x_all[indices], as a pure function of the split state."""
+    model, optimizer = nnx.merge(graphdef, state)
+    loss, grads = nnx.value_and_grad(loss_fn)(model, x_all[indices], y_all[indices])
+    optimizer.update(model, grads)
+    return nnx.state((model, optimizer)), loss
+
+
+@partial(jax.jit, static_argnums=0, donate_argnums=1)
+def jit_step(graphdef, state, x_all, y_all, indices):
+    return train_step(graphdef, state, x_all, y_all, indices)
+
+
+@partial(jax.jit, static_argnums=0, donate_argnums=1)
+def scan_epoch(graphdef, state, x_all, y_all, batches):
+    """Every batch of the epoch inside one compiled loop: no Python between steps."""
+
+    def step(state, indices):
+        return train_step(graphdef, state, x_all, y_all, indices)
+
+    state, losses = jax.lax.scan(step, state, batches)
+    return state, losses.mean()
+
+
+@nnx.jit
+def eval_chunk(model: nnx.Module, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Summed cross-entropy and number of correct predictions of one chunk."""
+    logits = model(x)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()
+    return loss, (logits.argmax(axis=1) == y).sum()
+
+
+class JaxAdapter(Adapter):
+    """Flax NNX + Optax; `jit` (a jitted step per batch) or `scan` (a jitted lax.scan per epoch).
+
+    Dropout (nnx.Dropout before the last dense layer) draws from nnx.Rngs(seed), whose key
+    travels in the split state, so a seed fixes every mask.
+    """
+
+    name = "jax"
+    extra = "jax"
+    modules = ("jax", "flax", "optax")
+    variants = ("jit", "scan")
+    devices = ("cpu", "gpu")
+    models = ("mlp", "cnn")
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        optimizer: OptimizerSpec,
+        *,
+        device: str,
+        variant: str,
+        seed: int,
+        threads: int,
+        options: dict,
+    ) -> None:
+        super().__init__(model, optimizer, device=device, variant=variant, seed=seed, threads=threads, options=options)
+        self.jax_device = jax_device(device)
+        self.eval_batch_size = int(options.get("eval_batch_size", 1000))
+        with jax.default_device(self.jax_device):
+            self.net = (MLP if model.name == "mlp" else CNN)(model, nnx.Rngs(seed))
+            self.optimizer_state = nnx.Optimizer(self.net, optax_transform(optimizer), wrt=nnx.Param)
+
+    def _layers(self) -> dict[str, nnx.Module]:
+        """Canonical prefix -> Flax layer."""
+        layers = {f"dense{i}": layer for i, layer in enumerate(self.net.dense)}
+        if self.model.name == "cnn":
+            layers.update({f"conv{i}": layer for i, layer in enumerate(self.net.conv)})
+        return layers
+
+    def set_params(self, params: dict[str, np.ndarray]) -> None:
+        for prefix, layer in self._layers().items():
+            for kind in ("kernel", "bias"):
+                value = np.asarray(params[f"{prefix}.{kind}"], np.float32)
+                variable = getattr(layer, kind)
+                if value.shape != variable.value.shape:
+                    raise ValueError(f"{prefix}.{kind} has shape {value.shape}, expected {variable.value.shape}")
+                variable.value = jax.device_put(value, self.jax_device)
+        # The optimizer's moments start at zero whatever the parameters: rebuild it around the new ones.
+        self.optimizer_state = nnx.Optimizer(self.net, optax_transform(self.optimizer), wrt=nnx.Param)
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        return {
+            f"{prefix}.{kind}": np.asarray(getattr(layer, kind).value, np.float32)
+            for prefix, layer in self._layers().items()
+            for kind in ("kernel", "bias")
+        }
+
+    def load_data(self, x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray) -> None:
+        put = partial(jax.device_put, device=self.jax_device)
+        self.x_train, self.y_train = put(np.asarray(x_train, np.float32)), put(np.asarray(y_train, np.int32))
+        self.x_eval, self.y_eval = put(np.asarray(x_eval, np.float32)), put(np.asarray(y_eval, np.int32))
+
+    def train_epoch(self, batches: np.ndarray) -> float:
+        self.net.train()
+        graphdef, state = nnx.split((self.net, self.optimizer_state))
+        if self.variant == "scan":
+            batches = jax.device_put(np.asarray(batches, np.int32), self.jax_device)
+            state, mean_loss = scan_epoch(graphdef, state, self.x_train, self.y_train, batches)
+        else:
+            losses = []
+            for indices in np.asarray(batches, np.int32):
+                state, loss = jit_step(graphdef, state, self.x_train, self.y_train, indices)
+                losses.append(loss)
+            mean_loss = jnp.mean(jnp.stack(losses))
+        nnx.update((self.net, self.optimizer_state), state)
+        return float(jax.block_until_ready(mean_loss))
+
+    def evaluate(self) -> tuple[float, float]:
+        self.net.eval()
+        n, size = len(self.x_eval), self.eval_batch_size
+        totals = [eval_chunk(self.net, self.x_eval[s : s + size], self.y_eval[s : s + size]) for s in range(0, n, size)]
+        loss, correct = jax.block_until_ready(jnp.sum(jnp.array(totals), axis=0))
+        return float(loss) / n, float(correct) / n
+
+    @property
+    def backend(self) -> str:
+        return f"xla-{self.jax_device.platform}"
+
+    def peak_device_memory_mb(self) -> float | None:
+        stats = self.jax_device.memory_stats() if self.jax_device.platform != "cpu" else None
+        return stats["peak_bytes_in_use"] / 2**20 if stats and "peak_bytes_in_use" in stats else None
