@@ -66,6 +66,7 @@ def build_adapter(job: dict, model_spec):
     from harness.adapter import load_adapter
 
     cell, values = job["cell"], job["config"]
+    os.environ["MNIST_BENCH_DEVICE"] = cell["device"]  # for frameworks that choose their device at import
     adapter_class = load_adapter(job["adapter"])
     options = {"eval_batch_size": values["eval_batch_size"], **values["options"].get(cell["framework"], {})}
     return adapter_class(

@@ -1,0 +1,184 @@
+"""The Keras 3 adapter: keras.io's MNIST examples, on the TensorFlow, JAX or PyTorch backend.
+
+A keras.Sequential model, model.compile(...), model.fit(...) and model.evaluate(...), as in
+keras.io's mnist_convnet. The backend is the variant: the harness sets KERAS_BACKEND from
+`variant_env` before this module (and so Keras) is imported, in the cell's own process.
+
+The harness owns the batch order, so each epoch fits on the training arrays gathered in
+that order with shuffle=False: Keras then takes the batches exactly as the harness chose them.
+
+jit_compile (options["jit_compile"], default "auto") is Keras's own switch: "auto" compiles
+with XLA on the TensorFlow and JAX backends and runs the PyTorch backend eagerly; true asks
+the PyTorch backend for torch.compile too; false runs every backend eagerly.
+
+Adam: Keras folds the bias corrections into the learning rate, so its epsilon is added to
+sqrt(v) rather than to sqrt(v_hat): as if PyTorch's eps were eps * sqrt(1 - beta2^t). With
+eps = 1e-8 the two differ by less than 1e-8 relative to the gradient scale after the first
+few hundred steps; the parity check uses SGD, where Keras's form (m <- mu m - lr g; p += m)
+is PyTorch's for a constant learning rate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+# The PyTorch backend picks its device once, at import, from this variable (a keras.device scope
+# loses its gradients, Keras 3.15); the worker names the cell's device in MNIST_BENCH_DEVICE.
+os.environ.setdefault("KERAS_TORCH_DEVICE", "cuda" if os.environ.get("MNIST_BENCH_DEVICE") == "gpu" else "cpu")
+
+import keras  # noqa: E402  (after the device choice above)
+import numpy as np  # noqa: E402
+
+from harness.adapter import Adapter, Unsupported
+from harness.models import CLASSES, IMAGE_SHAPE, ModelSpec, OptimizerSpec
+
+
+def build_model(spec: ModelSpec) -> keras.Sequential:
+    """The spec as a Sequential model; layers with weights carry the canonical prefixes as names."""
+    layers: list = [keras.Input(shape=IMAGE_SHAPE)]
+    if spec.name == "mlp":
+        layers.append(keras.layers.Flatten())
+        hidden = spec.hidden
+    else:
+        for i, channels in enumerate(spec.channels):
+            kernel = (spec.kernel_size, spec.kernel_size)
+            layers += [keras.layers.Conv2D(channels, kernel, activation="relu", name=f"conv{i}"),
+                       keras.layers.MaxPooling2D(pool_size=(2, 2))]
+        layers.append(keras.layers.Flatten())
+        hidden = (spec.dense,)
+    layers += [keras.layers.Dense(size, activation="relu", name=f"dense{i}") for i, size in enumerate(hidden)]
+    if spec.dropout > 0:
+        layers.append(keras.layers.Dropout(spec.dropout))
+    layers.append(keras.layers.Dense(CLASSES, name=f"dense{len(hidden)}"))
+    return keras.Sequential(layers)
+
+
+def keras_optimizer(spec: OptimizerSpec) -> keras.optimizers.Optimizer:
+    b1, b2 = spec.betas
+    if spec.name == "sgd":
+        return keras.optimizers.SGD(learning_rate=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov)
+    if spec.name == "adam":
+        return keras.optimizers.Adam(learning_rate=spec.lr, beta_1=b1, beta_2=b2, epsilon=spec.eps)
+    if spec.name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=spec.lr, beta_1=b1, beta_2=b2, epsilon=spec.eps,
+                                      weight_decay=spec.weight_decay)
+    raise ValueError(f"unknown optimizer {spec.name!r}: use sgd, adam or adamw")
+
+
+def prepare_backend(backend: str, device: str, threads: int):
+    """Threads and full float32 products for the backend; a device scope for Keras, or Unsupported."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with contextlib.suppress(RuntimeError):  # already set in this process
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    elif backend == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "highest")
+        has_gpu = any(d.platform == "gpu" for d in jax.devices())
+    else:
+        import torch
+
+        torch.set_num_threads(threads)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        has_gpu = torch.cuda.is_available()
+    if device == "gpu" and not has_gpu:
+        raise Unsupported(f"Keras's {backend} backend sees no GPU here")
+    if backend == "torch":  # placed at import by KERAS_TORCH_DEVICE
+        return contextlib.nullcontext
+    return lambda: keras.device("gpu:0" if device == "gpu" else "cpu:0")
+
+
+class KerasAdapter(Adapter):
+    """Keras 3 Sequential models, compiled and fitted as keras.io does, on the backend the variant names.
+
+    Dropout (keras.layers.Dropout before the last dense layer) is seeded by keras.utils.set_random_seed.
+    """
+
+    name = "keras"
+    extra = "keras"
+    modules = ("keras",)
+    variants = ("tensorflow", "jax", "torch")
+    devices = ("cpu", "gpu")
+    variant_env = {
+        "tensorflow": {"KERAS_BACKEND": "tensorflow"},
+        "jax": {"KERAS_BACKEND": "jax"},
+        "torch": {"KERAS_BACKEND": "torch"},
+    }
+    variant_modules = {"tensorflow": ("tensorflow",), "jax": ("jax",), "torch": ("torch",)}
+    variant_devices = {"tensorflow": ("cpu",), "jax": ("cpu", "gpu"), "torch": ("cpu", "gpu")}
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        optimizer: OptimizerSpec,
+        *,
+        device: str,
+        variant: str,
+        seed: int,
+        threads: int,
+        options: dict,
+    ) -> None:
+        super().__init__(model, optimizer, device=device, variant=variant, seed=seed, threads=threads, options=options)
+        if keras.backend.backend() != variant:
+            raise Unsupported(f"Keras was imported with the {keras.backend.backend()} backend, not {variant}")
+        self.device_scope = prepare_backend(variant, device, threads)
+        self.eval_batch_size = int(options.get("eval_batch_size", 1000))
+        self.jit_compile = options.get("jit_compile", "auto")
+        keras.utils.set_random_seed(seed)
+        with self.device_scope():
+            self.net = build_model(model)
+            self.net.compile(
+                optimizer=keras_optimizer(optimizer),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"],
+                jit_compile=self.jit_compile,
+                steps_per_execution=int(options.get("steps_per_execution", 1)),
+            )
+
+    def _layers(self) -> dict[str, keras.layers.Layer]:
+        return {prefix: self.net.get_layer(prefix) for prefix, _ in self.model.layers}
+
+    def set_params(self, params: dict[str, np.ndarray]) -> None:
+        for prefix, layer in self._layers().items():
+            for kind in ("kernel", "bias"):
+                variable = getattr(layer, kind)
+                value = np.asarray(params[f"{prefix}.{kind}"], np.float32)
+                if value.shape != tuple(variable.shape):
+                    raise ValueError(f"{prefix}.{kind} has shape {value.shape}, expected {tuple(variable.shape)}")
+                variable.assign(value)
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        return {
+            f"{prefix}.{kind}": np.asarray(keras.ops.convert_to_numpy(getattr(layer, kind)), np.float32)
+            for prefix, layer in self._layers().items()
+            for kind in ("kernel", "bias")
+        }
+
+    def load_data(self, x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray) -> None:
+        """Keras feeds NumPy arrays to its backend batch by batch, as every keras.io example does."""
+        self.x_train, self.y_train = np.asarray(x_train, np.float32), np.asarray(y_train, np.int32)
+        self.x_eval, self.y_eval = np.asarray(x_eval, np.float32), np.asarray(y_eval, np.int32)
+
+    def train_epoch(self, batches: np.ndarray) -> float:
+        order = batches.reshape(-1)
+        with self.device_scope():
+            history = self.net.fit(self.x_train[order], self.y_train[order], batch_size=batches.shape[1],
+                                   epochs=1, shuffle=False, verbose=0)
+        return float(history.history["loss"][-1])  # the mean of the epoch's batch losses
+
+    def evaluate(self) -> tuple[float, float]:
+        with self.device_scope():
+            scores = self.net.evaluate(self.x_eval, self.y_eval, batch_size=self.eval_batch_size, verbose=0,
+                                       return_dict=True)
+        return float(scores["loss"]), float(scores["accuracy"])
+
+    @property
+    def backend(self) -> str:
+        return f"{self.variant} (jit_compile={self.jit_compile})"

@@ -1,0 +1,176 @@
+"""Native TensorFlow, and the worked example of adding a framework to the harness.
+
+An adapter is one file in frameworks/, named <name>_adapter.py, holding one class:
+  1. Declarations, as plain literals (the registry reads them without importing this file,
+     so `bench.py list` stays instant): the name, the pip extra that installs the framework,
+     the modules it needs, its variants (each becomes its own results row), models, devices.
+  2. __init__ builds the model from the ModelSpec (harness/models.py) and the optimizer from
+     the OptimizerSpec, honouring `threads` and `seed`; it raises Unsupported when it can't run.
+  3. set_params / get_params translate the canonical parameters (names like "conv1.kernel";
+     HWIO conv kernels, (in, out) dense kernels, NHWC flatten order) to and from the framework.
+  4. load_data moves the whole dataset to the device, once.
+  5. train_epoch trains on the batches of indices the harness chose, in order, and blocks
+     until done; evaluate returns (loss, accuracy) on the eval split.
+Then `pytest tests/test_conformance.py -k <name>` and `python bench.py parity --frameworks
+<name>` tell whether it is right.
+
+Here: a tf.Module holding tf.Variables, the forward pass in tf.nn ops, tf.GradientTape, and the
+optimizer update written with TF ops, all in one tf.function train step. Variants: `function`
+(TensorFlow's graph executor) and `xla` (the same step compiled with jit_compile=True).
+TensorFlow is NHWC/HWIO and (in, out) already, so no layout conversion is needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from harness.adapter import Adapter, Unsupported
+from harness.models import ModelSpec, OptimizerSpec
+
+
+class Model(tf.Module):
+    """The ModelSpec's layers as variables named after the canonical parameters."""
+
+    def __init__(self, spec: ModelSpec, seed: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.params = {name: tf.Variable(tf.zeros(shape), name=name) for name, shape in spec.param_shapes.items()}
+        self.dropout_seed = tf.Variable([seed, 0], dtype=tf.int64, trainable=False)  # advanced every call
+
+    def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        p = self.params
+        for i in range(len(self.spec.channels) if self.spec.name == "cnn" else 0):
+            x = tf.nn.relu(tf.nn.conv2d(x, p[f"conv{i}.kernel"], strides=1, padding="VALID") + p[f"conv{i}.bias"])
+            x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
+        x = tf.reshape(x, [tf.shape(x)[0], -1])  # NHWC flatten: the canonical order
+        dense = [name[: -len(".kernel")] for name in p if name.startswith("dense") and name.endswith(".kernel")]
+        for name in dense[:-1]:
+            x = tf.nn.relu(x @ p[f"{name}.kernel"] + p[f"{name}.bias"])
+        if training and self.spec.dropout > 0:
+            self.dropout_seed.assign_add([0, 1])
+            x = tf.nn.experimental.stateless_dropout(x, self.spec.dropout, seed=self.dropout_seed)
+        return x @ p[f"{dense[-1]}.kernel"] + p[f"{dense[-1]}.bias"]
+
+
+class Optimizer(tf.Module):
+    """OptimizerSpec's update rules (sgd with momentum/nesterov, adam, adamw) as TF ops on the variables."""
+
+    def __init__(self, spec: OptimizerSpec, variables: list[tf.Variable]) -> None:
+        super().__init__()
+        self.spec = spec
+        self.step = tf.Variable(0.0, trainable=False)
+        self.slots = [(tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v))) for v in variables]
+
+    def apply(self, grads: list[tf.Tensor], variables: list[tf.Variable]) -> None:
+        s = self.spec
+        self.step.assign_add(1.0)
+        for g, p, (m, v) in zip(grads, variables, self.slots):
+            if s.name == "sgd":
+                if s.momentum:
+                    m.assign(s.momentum * m + g)  # v <- momentum v + g
+                    g = g + s.momentum * m if s.nesterov else m
+                p.assign_sub(s.lr * g)
+                continue
+            b1, b2 = s.betas
+            if s.name == "adamw":
+                p.assign_sub(s.lr * s.weight_decay * p)  # decoupled weight decay
+            m.assign(b1 * m + (1 - b1) * g)
+            v.assign(b2 * v + (1 - b2) * tf.square(g))
+            m_hat, v_hat = m / (1 - b1**self.step), v / (1 - b2**self.step)
+            p.assign_sub(s.lr * m_hat / (tf.sqrt(v_hat) + s.eps))
+
+
+class TensorflowAdapter(Adapter):
+    """tf.Module + tf.GradientTape + a tf.function train step (`xla`: compiled with jit_compile=True).
+
+    Dropout (before the last dense layer) uses stateless_dropout with a seed counter that starts
+    at the cell's seed, so a seed fixes every mask.
+    """
+
+    name = "tensorflow"
+    extra = "tensorflow"
+    modules = ("tensorflow",)
+    variants = ("function", "xla")
+    devices = ("cpu", "gpu")
+    models = ("mlp", "cnn")
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        optimizer: OptimizerSpec,
+        *,
+        device: str,
+        variant: str,
+        seed: int,
+        threads: int,
+        options: dict,
+    ) -> None:
+        super().__init__(model, optimizer, device=device, variant=variant, seed=seed, threads=threads, options=options)
+        self.tf_device = self._device(device, threads)
+        self.eval_batch_size = int(options.get("eval_batch_size", 1000))
+        with tf.device(self.tf_device):
+            self.net = Model(model, seed)
+            self.variables = list(self.net.params.values())
+            self.optimizer_state = Optimizer(optimizer, self.variables)
+        compile_with_xla = variant == "xla"
+        self.train_step = tf.function(self._train_step, jit_compile=compile_with_xla)
+        self.eval_step = tf.function(self._eval_step, jit_compile=compile_with_xla)
+
+    @staticmethod
+    def _device(device: str, threads: int) -> str:
+        try:  # possible only before TensorFlow's runtime starts; the harness's TF_NUM_* variables hold otherwise
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            pass
+        tf.config.experimental.enable_tensor_float_32_execution(False)  # full float32 products on GPUs
+        if device == "gpu" and not tf.config.list_physical_devices("GPU"):
+            raise Unsupported("TensorFlow sees no GPU here (tensorflow-cpu, or no CUDA): pip install tensorflow")
+        return "/GPU:0" if device == "gpu" else "/CPU:0"
+
+    def set_params(self, params: dict[str, np.ndarray]) -> None:
+        for name, variable in self.net.params.items():
+            value = np.asarray(params[name], np.float32)
+            if value.shape != tuple(variable.shape):
+                raise ValueError(f"{name} has shape {value.shape}, expected {tuple(variable.shape)}")
+            variable.assign(value)
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        return {name: variable.numpy() for name, variable in self.net.params.items()}
+
+    def load_data(self, x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray) -> None:
+        with tf.device(self.tf_device):
+            self.x_train, self.y_train = tf.constant(x_train, tf.float32), tf.constant(y_train, tf.int32)
+            self.x_eval, self.y_eval = tf.constant(x_eval, tf.float32), tf.constant(y_eval, tf.int32)
+
+    def _train_step(self, indices: tf.Tensor) -> tf.Tensor:
+        x, y = tf.gather(self.x_train, indices), tf.gather(self.y_train, indices)
+        with tf.GradientTape() as tape:
+            logits = self.net(x, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        self.optimizer_state.apply(tape.gradient(loss, self.variables), self.variables)
+        return loss
+
+    def _eval_step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        logits = self.net(x, training=False)
+        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), y), tf.float32))
+        return loss, correct
+
+    def train_epoch(self, batches: np.ndarray) -> float:
+        with tf.device(self.tf_device):
+            batches = tf.constant(batches, tf.int32)
+            losses = [self.train_step(indices) for indices in batches]
+            return float(tf.reduce_mean(tf.stack(losses)))  # reading the value waits for every step
+
+    def evaluate(self) -> tuple[float, float]:
+        n, size = int(self.x_eval.shape[0]), self.eval_batch_size
+        with tf.device(self.tf_device):
+            totals = [self.eval_step(self.x_eval[s : s + size], self.y_eval[s : s + size]) for s in range(0, n, size)]
+            loss, correct = tf.reduce_sum(tf.stack([tf.stack(t) for t in totals]), axis=0).numpy()
+        return float(loss) / n, float(correct) / n
+
+    @property
+    def backend(self) -> str:
+        return f"{'xla' if self.variant == 'xla' else 'tf-graph'} ({self.tf_device.strip('/').lower()})"
