@@ -53,7 +53,8 @@ def command_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished cells are in {folder.directory}; "
               f"carry on with: python bench.py run --resume {folder.directory}", file=sys.stderr)
-        report.write_summary(folder.directory)
+        if folder.runs:
+            report.write_summary(folder.directory)
         return 130
     print(report.write_summary(folder.directory))
     print(f"results: {folder.directory}", file=sys.stderr)
@@ -174,8 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM (a timeout, a job scheduler) like Ctrl-C: stop the worker, keep what finished."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    stop_on_sigterm()
     try:
         return args.func(args)
     except UserError as error:

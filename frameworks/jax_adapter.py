@@ -148,6 +148,11 @@ class JaxAdapter(Adapter):
     ) -> None:
         super().__init__(model, optimizer, device=device, variant=variant, seed=seed, threads=threads, options=options)
         self.jax_device = jax_device(device)
+        scan_cnn_on_cpu = variant == "scan" and model.name == "cnn" and self.jax_device.platform == "cpu"
+        if scan_cnn_on_cpu and not options.get("allow_slow"):
+            # Measured here: 1.3 s per batch inside lax.scan against 0.1 s for the same step jitted alone.
+            raise Unsupported("XLA:CPU runs the CNN's convolutions ~13x slower inside lax.scan than jitted alone; "
+                              "the scan CNN is a GPU row (options allow_slow = true runs it anyway)")
         self.eval_batch_size = int(options.get("eval_batch_size", 1000))
         with jax.default_device(self.jax_device):
             self.net = (MLP if model.name == "mlp" else CNN)(model, nnx.Rngs(seed))

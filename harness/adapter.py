@@ -33,7 +33,11 @@ DECLARED = (
 
 
 class Unsupported(Exception):
-    """Raised by an adapter that cannot run here (e.g. no CUDA device): the cell is skipped with this reason."""
+    """Raised by an adapter that cannot run here (e.g. no CUDA device): the cell is skipped with this reason.
+
+    An adapter may also skip a variant that is pathologically slow on a device; options["allow_slow"]
+    (set by parity and the conformance suite, which check correctness, not speed) runs it anyway.
+    """
 
 
 class Adapter:

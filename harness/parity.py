@@ -89,6 +89,7 @@ def check_cell(config: Config, cell: Cell, ref, workdir: Path) -> ParityResult:
         "adapter": config.adapters[cell.framework].job(cell.variant),
         "steps": STEPS, "batch_size": BATCH, "params_path": str(params_path),
         "optimizer": OPTIMIZER.__dict__, "model_overrides": {"dropout": 0.0},
+        "options": {"allow_slow": True},  # correctness, not speed: run variants skipped for being slow
     }
     worker = CellProcess(job, workdir / f"{params_path.stem}.log", config.threads)
     done = {}

@@ -25,6 +25,17 @@ def emit(event: str, **fields) -> None:
     print(EVENT_PREFIX + json.dumps({"event": event, **fields}, default=float), flush=True)
 
 
+def die_with_parent() -> None:
+    """Ask Linux to kill this worker when the runner dies, however it dies (it runs in its own session)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the runner's own cleanup still stops the worker
+
+
 def pin_threads(threads: int) -> None:
     """Restrict the process to `threads` cores, so frameworks that ignore thread flags are held equal too."""
     cores = sorted(os.sched_getaffinity(0))
@@ -168,6 +179,7 @@ def parity(job: dict) -> None:
 
 
 def main() -> None:
+    die_with_parent()
     job = json.loads(sys.stdin.read())
     pin_threads(job["config"]["threads"])
     from harness.adapter import Unsupported

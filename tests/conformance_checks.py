@@ -20,7 +20,7 @@ OPTIMIZER = OptimizerSpec("adam", lr=1e-2)
 
 def build(adapter_class, spec, variant, device="cpu", seed=0):
     return adapter_class(spec, OPTIMIZER, device=device, variant=variant, seed=seed, threads=1,
-                         options={"eval_batch_size": 100})
+                         options={"eval_batch_size": 100, "allow_slow": True})
 
 
 def train(adapter_class, spec, variant, dataset, epochs=3, seed=0):

@@ -97,3 +97,22 @@ def test_list_and_help_start_fast_and_import_no_framework():
     assert result.returncode == 0, result.stderr
     assert "numpy" in result.stdout
     assert float(result.stdout.splitlines()[-1]) < 1.0
+
+
+def test_sigterm_stops_the_worker_and_keeps_what_finished(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, "bench.py", "run", str(SMOKE), "--out", str(out), "--quiet", "--epochs", "100000"]
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "logs").exists() and time.monotonic() < deadline:  # the first worker has started
+        time.sleep(0.2)
+    time.sleep(1)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 130
+    assert "--resume" in process.stderr.read()
+    time.sleep(0.5)
+    workers = subprocess.run(["pgrep", "-f", "-a", "python -m harness.worker"], capture_output=True, text=True)
+    assert str(out) not in workers.stdout and "harness.worker" not in workers.stdout
