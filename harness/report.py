@@ -57,8 +57,7 @@ def model_table(runs: pd.DataFrame) -> pd.DataFrame:
         for column, (heading, fmt) in COLUMNS.items():
             row[heading] = median_with_range(pd.to_numeric(group[column], errors="coerce"), fmt)
         rows.append(row)
-    table = pd.DataFrame(rows).drop(columns=["model"])
-    return table.sort_values("framework", kind="stable")
+    return pd.DataFrame(rows).drop(columns=["model"])  # in the order the cells ran
 
 
 def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots: dict | None = None) -> str:
