@@ -37,5 +37,6 @@ def test_records_are_rewritten_whole_after_each_cell(tmp_path):
         assert len(rows) == repeat + 1 and list(rows[0]) == RUN_COLUMNS
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left behind
     summary = write_summary(tmp_path)
-    assert "90.50 (90.00–91.00)" in summary  # median (min–max) over the repeats
+    assert "90.50 ± 0.71 (CI ±6.35)" in summary  # accuracy: mean ± sd, 95% t-interval over the repeats
+    assert "1,000 (1,000–1,001)" in summary  # timings: median (min–max)
     assert (tmp_path / "summary.md").read_text() == summary
