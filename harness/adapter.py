@@ -192,5 +192,5 @@ def discover(directory: Path = FRAMEWORKS_DIR) -> dict[str, AdapterInfo]:
 
 
 def gpu_present() -> bool:
-    """A cheap guess at an NVIDIA GPU without importing a framework (the worker checks for real)."""
-    return os.path.exists("/dev/nvidia0") or bool(os.environ.get("CUDA_VISIBLE_DEVICES", "").strip(" -1"))
+    """A cheap guess at an NVIDIA GPU, without importing a framework (for device = "auto"; adapters check for real)."""
+    return os.path.exists("/dev/nvidia0") and os.environ.get("CUDA_VISIBLE_DEVICES") not in ("", "-1")
