@@ -30,10 +30,10 @@ def overrides(args: argparse.Namespace) -> dict:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from harness import environment, report
+    from harness import ceilings, environment, report
     from harness.config import load_config, resolve
     from harness.results import RunFolder, run_directory
-    from harness.runner import run_sweep
+    from harness.runner import run_sweep, worker_environment
 
     if args.resume:
         folder = RunFolder(Path(args.resume))
@@ -46,10 +46,14 @@ def command_run(args: argparse.Namespace) -> int:
         config = load_config(args.config, overrides(args))
         folder = RunFolder(run_directory(config.name, args.out))
     folder.write_json("config.json", config.values)
-    folder.write_json("environment.json", environment.collect(config.threads))
     print(f"{len(config.cells())} cells -> {folder.directory}", file=sys.stderr)
     try:
-        run_sweep(config, folder, args.data_dir, progress=not args.quiet)
+        # A resumed run keeps the ceilings its first cells were judged against.
+        matmul = folder.read_json("environment.json").get("matmul") if args.resume else None
+        if matmul is None and config.matmul_size:
+            matmul = ceilings.measure(config, folder.directory, progress=not args.quiet)
+        folder.write_json("environment.json", environment.collect(config.threads, worker_environment(config), matmul))
+        run_sweep(config, folder, args.data_dir, progress=not args.quiet, ceilings=matmul)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished cells are in {folder.directory}; "
               f"carry on with: python bench.py run --resume {folder.directory}", file=sys.stderr)

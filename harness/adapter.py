@@ -17,6 +17,7 @@ import ast
 import importlib
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -28,7 +29,8 @@ from harness.models import ModelSpec, OptimizerSpec
 ROOT = Path(__file__).resolve().parent.parent
 FRAMEWORKS_DIR = ROOT / "frameworks"
 DECLARED = (
-    "name", "extra", "modules", "variants", "models", "devices", "variant_env", "variant_modules", "variant_devices"
+    "name", "extra", "modules", "variants", "models", "devices", "variant_env", "variant_modules", "variant_devices",
+    "variant_library",
 )
 
 
@@ -52,6 +54,7 @@ class Adapter:
     variant_env: ClassVar[dict[str, dict[str, str]]] = {}  # env set before the module is imported
     variant_modules: ClassVar[dict[str, tuple[str, ...]]] = {}  # extra modules a variant needs
     variant_devices: ClassVar[dict[str, tuple[str, ...]]] = {}  # a variant's devices, where narrower
+    variant_library: ClassVar[dict[str, str]] = {}  # the adapter whose matmul_probe is a variant's ceiling
 
     def __init__(
         self,
@@ -99,6 +102,17 @@ class Adapter:
         """Peak accelerator memory of this process, where the framework exposes it."""
         return None
 
+    @staticmethod
+    def matmul_probe(device: str, size: int, threads: int) -> tuple[Callable[[], None], str]:
+        """A function computing one (size, size) float32 product of two resident matrices, and the library.
+
+        The function blocks until the product is done; the harness times it to measure this
+        framework's matrix-product ceiling (harness/ceilings.py). The string names what computes
+        it (e.g. "openblas 0.3.31 SkylakeX"). Optional: an adapter whose variants compute with
+        another adapter's library names it in variant_library instead (Keras: its backend).
+        """
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class AdapterInfo:
@@ -115,6 +129,16 @@ class AdapterInfo:
     variant_env: dict[str, dict[str, str]] = field(default_factory=dict)
     variant_modules: dict[str, tuple[str, ...]] = field(default_factory=dict)
     variant_devices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    variant_library: dict[str, str] = field(default_factory=dict)
+    has_probe: bool = False  # defines matmul_probe
+
+    def library(self, variant: str) -> str:
+        """The adapter whose matrix product is this variant's own ceiling: itself unless declared."""
+        return self.variant_library.get(variant, self.name)
+
+    def runs_on(self, device: str) -> list[str]:
+        """The variants that run on the device."""
+        return [v for v in self.variants if device in self.variant_devices.get(v, self.devices)]
 
     @property
     def install_command(self) -> str:
@@ -178,7 +202,8 @@ def _adapter_infos(path: Path):
                 for mapping in ("variant_modules", "variant_devices"):
                     if mapping in attributes:
                         attributes[mapping] = {k: tuple(v) for k, v in attributes[mapping].items()}
-                yield AdapterInfo(path=path, class_name=node.name, **attributes)
+                has_probe = any(isinstance(s, ast.FunctionDef) and s.name == "matmul_probe" for s in node.body)
+                yield AdapterInfo(path=path, class_name=node.name, has_probe=has_probe, **attributes)
 
 
 def discover(directory: Path = FRAMEWORKS_DIR) -> dict[str, AdapterInfo]:

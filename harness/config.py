@@ -69,6 +69,8 @@ TOP = {
     "timeout_s": (NUMBER, 1800, _positive),
     "batch_size": (int, 128, _positive),
     "eval_batch_size": (int, 1000, _positive),
+    "blas": (str, "environment", _choice("environment", "native")),
+    "matmul_size": (int, 4096, _non_negative),
 }
 OPTIMIZER = {
     "name": (str, "adam", _choice("sgd", "adam", "adamw")),
@@ -183,8 +185,7 @@ def _expand_frameworks(names: list, adapters: dict[str, AdapterInfo]) -> list[st
 
 def _device_variants(info: AdapterInfo, device: str) -> list[str]:
     """By default, the variants that run on the device (or the first, to report why none does)."""
-    fitting = [v for v in info.variants if device in info.variant_devices.get(v, info.devices)]
-    return fitting or list(info.variants[:1])
+    return info.runs_on(device) or list(info.variants[:1])
 
 
 def _resolve_variants(requested: dict, frameworks: list[str], adapters: dict[str, AdapterInfo], device: str) -> dict:

@@ -14,10 +14,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = (
-    "numpy", "scipy", "pandas", "torch", "jax", "jaxlib", "flax", "optax", "keras",
-    "tensorflow", "tensorflow-cpu", "cupy-cuda12x", "threadpoolctl",
+    "numpy", "scipy", "scipy-openblas32", "scipy-openblas64", "pandas", "torch", "jax", "jaxlib",
+    "jax-cuda12-plugin", "jax-cuda13-plugin", "flax", "optax", "keras", "tensorflow", "tensorflow-cpu",
+    "cupy-cuda12x", "cupy-cuda13x", "threadpoolctl",
 )
-ENV_PREFIXES = ("OPENBLAS_", "MKL_", "OMP_", "KMP_", "BLIS_", "XLA_", "TF_", "JAX_", "KERAS_", "CUDA_", "NVIDIA_TF32")
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "asimd", "sve")
+ENV_PREFIXES = (
+    "OPENBLAS_", "MKL_", "OMP_", "KMP_", "GOMP_", "BLIS_", "NUMEXPR_", "XLA_", "TF_ENABLE_", "TF_NUM_", "TF_XLA_",
+    "TF_CPP_", "TF_GPU_", "TF_FORCE_", "JAX_", "KERAS_", "TORCH",
+    "CUDA_", "NVIDIA_TF32", "DNNL_", "ONEDNN_", "MNIST_BENCH_",
+)
 
 
 def package_versions() -> dict[str, str]:
@@ -31,11 +37,38 @@ def package_versions() -> dict[str, str]:
 
 
 def cpu_model() -> str:
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
     try:
-        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+        text = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
     except OSError:
-        match = None
-    return match.group(1).strip() if match else platform.processor() or platform.machine()
+        return {}
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+
+
+def cpu() -> dict:
+    """Model, vendor family/model/stepping, the vector extensions BLAS kernels choose by, caches, cores."""
+    info = _cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    caches = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind = (index / "level").read_text().strip(), (index / "type").read_text().strip()
+            caches[f"L{level} {kind.lower()}"] = (index / "size").read_text().strip()
+        except OSError:
+            continue
+    return {
+        "model": cpu_model(),
+        "vendor": info.get("vendor_id", ""),
+        "family_model_stepping": "/".join(info.get(k, "?") for k in ("cpu family", "model", "stepping")),
+        "flags": [f for f in CPU_FLAGS if f in flags],
+        "caches": caches,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    }
 
 
 def memory_gib() -> float | None:
@@ -59,17 +92,6 @@ def gpus() -> list[dict]:
     return [dict(zip(query.split(","), (v.strip() for v in line.split(",")))) for line in out.splitlines() if line]
 
 
-def blas() -> list[dict]:
-    """BLAS/OpenMP libraries loaded by numpy, with the kernel (architecture) each picked."""
-    try:
-        import numpy  # noqa: F401  (loads numpy's BLAS so threadpoolctl can see it)
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return []
-    keep = ("internal_api", "version", "architecture", "num_threads", "threading_layer", "filepath")
-    return [{k: lib.get(k) for k in keep} for lib in threadpool_info()]
-
-
 def git_state() -> dict:
     def git(*args):
         try:
@@ -80,20 +102,30 @@ def git_state() -> dict:
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
-def collect(threads: int) -> dict:
-    """Everything above, as written to environment.json beside every run."""
+def steering_variables(env: dict[str, str]) -> dict[str, str]:
+    """The variables that steer BLAS, OpenMP and the frameworks (threads, kernels, devices)."""
+    return {k: v for k, v in sorted(env.items()) if k.startswith(ENV_PREFIXES)}
+
+
+def collect(threads: int, worker_env: dict[str, str] | None = None, matmul: dict | None = None) -> dict:
+    """Everything above, as written to environment.json beside every run.
+
+    `worker_env` is the environment every cell ran with (thread counts, and OpenBLAS's variables
+    removed under blas = "native"); `matmul` the ceilings of harness/ceilings.py, which also say,
+    per library, the BLAS it computed with and the kernel threadpoolctl saw in that process.
+    """
     return {
         "time_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": sys.argv,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
+        "cpu": cpu(),
         "memory_gib": memory_gib(),
         "threads": threads,
         "packages": package_versions(),
-        "blas": blas(),
-        "environment_variables": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)},
+        "environment_variables": steering_variables(dict(os.environ)),
+        "worker_environment_variables": steering_variables(worker_env if worker_env is not None else dict(os.environ)),
+        "matmul": matmul or {},
         "gpus": gpus(),
         "git": git_state(),
     }

@@ -76,7 +76,7 @@ def compare(losses, params, ref_losses, ref_params, initial) -> tuple[float, flo
 
 
 def check_cell(config: Config, cell: Cell, ref, workdir: Path) -> ParityResult:
-    from harness.runner import CellProcess
+    from harness.runner import CellProcess, worker_environment
 
     result = ParityResult(cell.framework, cell.variant, cell.model, cell.device, "skipped")
     reason = config.adapters[cell.framework].unsupported(cell.model, cell.device, cell.variant)
@@ -91,18 +91,10 @@ def check_cell(config: Config, cell: Cell, ref, workdir: Path) -> ParityResult:
         "optimizer": OPTIMIZER.__dict__, "model_overrides": {"dropout": 0.0},
         "options": {"allow_slow": True},  # correctness, not speed: run variants skipped for being slow
     }
-    worker = CellProcess(job, workdir / f"{params_path.stem}.log", config.threads)
-    done = {}
-    try:
-        for event in worker.events(time.monotonic() + config.timeout_s):
-            done = event if event["event"] == "done" else done
-    except TimeoutError:
-        done = {"status": "error", "error": f"ran past timeout_s = {config.timeout_s} s"}
-    finally:
-        worker.stop()
-    if done.get("status") != "ok":
-        result.status = "skipped" if done.get("status") == "skipped" else "error"
-        result.detail = done.get("error") or worker.last_error_line()
+    done = CellProcess(job, workdir / f"{params_path.stem}.log", worker_environment(config)).outcome(config.timeout_s)
+    if done["status"] != "ok":
+        result.status = "skipped" if done["status"] == "skipped" else "error"
+        result.detail = done.get("error", "")
         return result
     ref_losses, ref_params = ref
     with np.load(params_path) as saved:

@@ -53,10 +53,12 @@ def learning_curves(epochs: pd.DataFrame, model: str, path: Path) -> None:
     _save(figure, path)
 
 
-def bars(runs: pd.DataFrame, model: str, metric: str, xlabel: str, title: str, path: Path) -> bool:
+def bars(runs: pd.DataFrame, model: str, metric: str, xlabel: str, title: str, path: Path, scale: float = 1) -> bool:
     """Horizontal bars, median over repeats with min-max whiskers; False when there is nothing to draw."""
+    if metric not in runs:
+        return False
     rows = runs[(runs["model"] == model)].copy()
-    rows[metric] = pd.to_numeric(rows[metric], errors="coerce")
+    rows[metric] = scale * pd.to_numeric(rows[metric], errors="coerce")
     stats = rows.dropna(subset=[metric]).groupby(ROW, sort=False)[metric].agg(["median", "min", "max"])
     if stats.empty:
         return False
@@ -90,13 +92,15 @@ def write_plots(directory: Path, runs: pd.DataFrame, epochs: pd.DataFrame, confi
             names.append(f"{model}-accuracy.png")
         target = config.get(model, {}).get("target_accuracy", "")
         figures = [
-            ("samples_per_second", "training samples per second (steady epochs)", "steady throughput", "throughput"),
+            ("samples_per_second", "training samples per second (steady epochs)", "steady throughput", "throughput", 1),
             ("time_to_target_seconds", "seconds (training, compile included)",
-             f"time to {target} test accuracy", "time-to-target"),
+             f"time to {target} test accuracy", "time-to-target", 1),
+            ("peak_fraction", "% of the machine's peak float32 matrix-product FLOP/s",
+             "training FLOP/s as a share of the machine's peak", "efficiency", 100),
         ]
-        for metric, xlabel, title, suffix in figures:
+        for metric, xlabel, title, suffix, scale in figures:
             name = f"{model}-{suffix}.png"
-            if bars(ok, model, metric, xlabel, f"{model.upper()}: {title}", directory / name):
+            if bars(ok, model, metric, xlabel, f"{model.upper()}: {title}", directory / name, scale):
                 names.append(name)
         written[model] = names
     return written

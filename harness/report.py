@@ -17,13 +17,19 @@ from harness.plots import write_plots
 from harness.results import atomic_write
 from harness.stats import GROUP, cell_statistics, t_interval
 
-COLUMNS = {  # runs.csv column -> (heading, format of one value)
+TIMING_COLUMNS = {  # runs.csv column -> (heading, format of one value)
     "samples_per_second": ("steady samples/s", lambda v: f"{v:,.0f}"),
     "first_epoch_seconds": ("first epoch s", lambda v: f"{v:.2f}"),
     "steady_epoch_seconds": ("steady epoch s", lambda v: f"{v:.2f}"),
     "time_to_target_seconds": ("time to target s", lambda v: f"{v:.1f}"),
     "eval_seconds": ("eval s", lambda v: f"{v:.2f}"),
     "setup_seconds": ("setup s", lambda v: f"{v:.1f}"),
+}
+EFFICIENCY_COLUMNS = {
+    "gflops": ("GFLOP/s", lambda v: f"{v:,.0f}"),
+    "peak_fraction": ("% of machine peak", lambda v: f"{100 * v:.0f}"),
+    "ceiling_fraction": ("% of own ceiling", lambda v: f"{100 * v:.0f}"),
+    "import_rss_mb": ("RSS after import MB", lambda v: f"{v:,.0f}"),
     "peak_rss_mb": ("peak RSS MB", lambda v: f"{v:,.0f}"),
 }
 
@@ -48,27 +54,71 @@ def accuracy_text(values: pd.Series) -> str:
 
 
 def model_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per framework variant: medians (min–max) over the repeats that finished."""
+    """Accuracy and timings, one row per framework variant: medians (min–max) over the repeats that finished."""
     rows = []
     for keys, group in runs.groupby(GROUP, sort=False, dropna=False):
         row = dict(zip(GROUP, keys))
         row["n"] = len(group)
         row["test accuracy %"] = accuracy_text(pd.to_numeric(group["final_accuracy"], errors="coerce").dropna())
-        for column, (heading, fmt) in COLUMNS.items():
-            row[heading] = median_with_range(pd.to_numeric(group[column], errors="coerce"), fmt)
+        row.update(_medians(group, TIMING_COLUMNS))
         rows.append(row)
     return pd.DataFrame(rows).drop(columns=["model"])  # in the order the cells ran
 
 
+def efficiency_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Achieved training FLOP/s against the machine's peak and the row's own library's ceiling; memory."""
+    rows = []
+    for keys, group in runs.groupby(GROUP, sort=False, dropna=False):
+        row = dict(zip(GROUP[:2], keys))
+        row["own ceiling"] = _ceiling_text(group)
+        row.update(_medians(group, EFFICIENCY_COLUMNS))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _medians(group: pd.DataFrame, columns: dict) -> dict:
+    return {heading: median_with_range(pd.to_numeric(group.get(column, pd.Series(dtype=float)), errors="coerce"), fmt)
+            for column, (heading, fmt) in columns.items()}
+
+
+def _ceiling_text(group: pd.DataFrame) -> str:
+    """'jax 387 GFLOP/s': the library whose product is the row's ceiling, and that ceiling."""
+    library = group.get("ceiling_library", pd.Series(dtype=object)).dropna()
+    gflops = pd.to_numeric(group.get("ceiling_gflops", pd.Series(dtype=float)), errors="coerce").dropna()
+    if library.empty:
+        return "–"
+    return f"{library.iloc[0]} {gflops.iloc[0]:,.0f} GFLOP/s" if not gflops.empty else str(library.iloc[0])
+
+
+def ceilings_text(matmul: dict) -> str:
+    """One sentence on the measured matrix-product ceilings, best first."""
+    libraries = matmul.get("libraries", {})
+    measured = {k: v for k, v in libraries.items() if v.get("status") == "ok"}
+    if not libraries:
+        return "Matrix-product ceilings were not measured (matmul_size = 0), so there are no efficiency figures."
+    if not measured:
+        return ("Every matrix-product ceiling failed (environment.json says why, logs/matmul-*.log hold the "
+                "output), so there are no efficiency figures.")
+    size = matmul.get("size")
+    ranked = sorted(measured.items(), key=lambda kv: -kv[1]["gflops"])
+    listed = ", ".join(f"{name} {r['gflops']:,.0f}" for name, r in ranked)
+    return (f"Matrix-product ceilings ({size}×{size} float32, best of repeats, GFLOP/s): {listed}; "
+            f"the machine's peak is {ranked[0][0]}'s. Training FLOP/s count 6 × the forward "
+            f"multiply-accumulates per sample over a steady epoch, so they include everything else the step does.")
+
+
 def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots: dict | None = None) -> str:
     ok = runs[runs["status"] == "ok"]
+    cpu = environment.get("cpu", "?")
+    cpu = cpu.get("model", "?") if isinstance(cpu, dict) else cpu
     lines = [f"# {config.get('name', 'run')}: {config.get('dataset', '')}", ""]
     lines.append(
-        f"{environment.get('cpu', '?')}, {environment.get('threads', '?')} threads, "
+        f"{cpu}, {environment.get('threads', '?')} threads, BLAS {config.get('blas', 'environment')}, "
         f"Python {environment.get('python', '?')}, {environment.get('time_utc', '')}. "
         f"Median over repeats (min–max when n > 1); throughput from steady epochs (2..N) only; "
         f"time to target counts training from the first step, compile included."
     )
+    lines += ["", ceilings_text(environment.get("matmul") or {})]
     for model in dict.fromkeys(runs["model"]):
         rows = ok[ok["model"] == model]
         if rows.empty:
@@ -77,6 +127,8 @@ def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots:
         lines += ["", f"## {model.upper()}: {settings.get('epochs', '?')} epochs, "
                   f"target accuracy {settings.get('target_accuracy', '?')}", ""]
         lines.append(model_table(rows).to_markdown(index=False))
+        if "gflops" in rows and rows["gflops"].notna().any():
+            lines += ["", "Efficiency and memory:", "", efficiency_table(rows).to_markdown(index=False)]
         lines += [""] + [f"![{name}]({name})" for name in (plots or {}).get(model, [])]
     failed = runs[runs["status"] != "ok"]
     if not failed.empty:

@@ -44,6 +44,13 @@ RUN_COLUMNS = KEYS + [
     "setup_seconds",
     "params",
     "flops_per_sample",
+    "gflops",
+    "ceiling_library",
+    "ceiling_gflops",
+    "ceiling_fraction",
+    "peak_gflops",
+    "peak_fraction",
+    "import_rss_mb",
     "peak_rss_mb",
     "peak_device_memory_mb",
     "threads",
@@ -123,6 +130,10 @@ class RunFolder:
         self.runs: list[dict] = []
         self.epochs: list[dict] = []
         directory.mkdir(parents=True, exist_ok=True)
+
+    def read_json(self, name: str) -> dict:
+        path = self.directory / name
+        return json.loads(path.read_text()) if path.exists() else {}
 
     def write_json(self, name: str, data: dict) -> None:
         atomic_write(self.directory / name, json.dumps(data, indent=2, default=str) + "\n")

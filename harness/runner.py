@@ -31,6 +31,19 @@ def thread_env(threads: int) -> dict[str, str]:
     return env
 
 
+# Set on some machines to steer OpenBLAS to a conservative kernel; blas = "native" lets it pick its own.
+OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def worker_environment(config: Config) -> dict[str, str]:
+    """The environment of every worker of a run: this one, the thread settings, and the BLAS choice."""
+    env = {**os.environ, **thread_env(config.threads), "PYTHONUNBUFFERED": "1"}
+    if config.blas == "native":
+        for name in OPENBLAS_OVERRIDES:
+            env.pop(name, None)
+    return env
+
+
 def prepare_data(config: Config, data_dir: str | None) -> str | None:
     """Find (or fetch) the dataset once, in this process, and warm the array cache for the workers."""
     if config.dataset == "synthetic":
@@ -38,21 +51,21 @@ def prepare_data(config: Config, data_dir: str | None) -> str | None:
     from harness import data
 
     folder = data.locate(config.dataset, data_dir=data_dir or config.data_dir or None)
-    data.load_raw(config.dataset, data_dir=folder, allow_download=False)
+    data.load(config.dataset, data_dir=folder, allow_download=False)  # fills the caches the workers map
     return str(folder)
 
 
 class CellProcess:
     """One worker process: sends the job, yields its events, keeps everything else in the cell's log."""
 
-    def __init__(self, job: dict, log_path: Path, threads: int) -> None:
+    def __init__(self, job: dict, log_path: Path, env: dict[str, str]) -> None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self.log = log_path.open("a")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "harness.worker"],
             cwd=ROOT,
-            env={**os.environ, **thread_env(threads), "PYTHONUNBUFFERED": "1"},
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -90,13 +103,30 @@ class CellProcess:
         self.process.wait()
         self.log.close()
 
+    def outcome(self, timeout_s: float) -> dict:
+        """Wait for the worker to finish and stop it; its "done" event, or why there was none."""
+        done = {}
+        try:
+            for event in self.events(time.monotonic() + timeout_s):
+                done = event if event["event"] == "done" else done
+        except TimeoutError:
+            done = {"status": "timeout", "error": f"ran past {timeout_s:g} s and was stopped"}
+        finally:
+            self.stop()
+        return done or {"status": "error", "error": self.last_error_line()}
+
     def last_error_line(self) -> str:
         lines = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
         return lines[-1] if lines else f"the worker exited with code {self.process.returncode} and printed nothing"
 
 
-def run_cell(cell: Cell, config: Config, data_dir: str | None, folder: Path, on_epoch=None):
-    """Run one cell in its own process; return its runs.csv record and its epochs.csv rows."""
+def run_cell(cell: Cell, config: Config, data_dir: str | None, folder: Path, on_epoch=None, ceilings=None):
+    """Run one cell in its own process; return its runs.csv record and its epochs.csv rows.
+
+    `ceilings` (harness/ceilings.py, measured before the cells) turns throughput into efficiency.
+    """
+    from harness.ceilings import efficiency
+
     spec = config.model(cell.model)
     settings = config.values[cell.model]
     identity = {"framework": cell.framework, "variant": cell.variant, "backend": "", "model": cell.model,
@@ -110,13 +140,14 @@ def run_cell(cell: Cell, config: Config, data_dir: str | None, folder: Path, on_
     job = {"cell": cell.__dict__, "config": config.values, "data_dir": data_dir, "started": time.time(),
            "adapter": config.adapters[cell.framework].job(cell.variant)}
     log_name = f"{cell.framework}-{cell.variant}-{cell.model}-{cell.device}-{cell.repeat}.log"
-    worker = CellProcess(job, folder / "logs" / log_name, config.threads)
+    worker = CellProcess(job, folder / "logs" / log_name, worker_environment(config))
     epochs, done = [], {}
     try:
         for event in worker.events(time.monotonic() + config.timeout_s):
             if event["event"] == "setup":
                 identity["backend"] = event["backend"]
-                facts.update(setup_seconds=event["setup_seconds"], eval_split=event["eval_split"])
+                facts.update(setup_seconds=event["setup_seconds"], eval_split=event["eval_split"],
+                             import_rss_mb=event["import_rss_mb"])
             elif event["event"] == "epoch":
                 epochs.append(event)
                 if on_epoch:
@@ -133,6 +164,7 @@ def run_cell(cell: Cell, config: Config, data_dir: str | None, folder: Path, on_
     run = summarise_run(identity, epochs, settings["target_accuracy"])
     run.update(facts)
     run.update({k: v for k, v in done.items() if k != "event"})
+    run.update(efficiency(run, config.adapters[cell.framework].library(cell.variant), ceilings))
     rows = [{**identity, **e, "samples_per_second": e["samples"] / e["train_seconds"]} for e in epochs]
     return run, rows
 
@@ -147,7 +179,8 @@ def describe(run: dict) -> str:
     return f"{label}: accuracy {run['final_accuracy']:.2%}, first epoch {run['first_epoch_seconds']:.1f} s{speed_text}"
 
 
-def run_sweep(config: Config, folder: RunFolder, data_dir: str | None, progress: bool = True) -> None:
+def run_sweep(config: Config, folder: RunFolder, data_dir: str | None, progress: bool = True,
+              ceilings: dict | None = None) -> None:
     """Every cell of the config not yet in the folder, each in its own process, written as it finishes."""
     from tqdm import tqdm
 
@@ -162,7 +195,7 @@ def run_sweep(config: Config, folder: RunFolder, data_dir: str | None, progress:
             def on_epoch(epoch, total):
                 bar.set_postfix_str(f"epoch {epoch}/{total}")
 
-            run, rows = run_cell(cell, config, data_dir, folder.directory, on_epoch)
+            run, rows = run_cell(cell, config, data_dir, folder.directory, on_epoch, ceilings)
             folder.add(run, rows)
             bar.set_postfix_str("")
             bar.update()

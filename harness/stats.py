@@ -12,8 +12,9 @@ import pandas as pd
 
 GROUP = ["framework", "variant", "backend", "model", "device"]
 TIMINGS = ["samples_per_second", "first_epoch_seconds", "steady_epoch_seconds", "time_to_target_seconds",
-           "eval_seconds", "setup_seconds"]
-HIGHER_IS_BETTER = {"samples_per_second": True, "final_accuracy": True, "best_accuracy": True}
+           "eval_seconds", "setup_seconds", "gflops", "peak_fraction", "ceiling_fraction", "peak_rss_mb"]
+HIGHER_IS_BETTER = {m: True for m in ("samples_per_second", "final_accuracy", "best_accuracy", "gflops",
+                                      "peak_fraction", "ceiling_fraction")}
 
 
 def t_interval(values: np.ndarray, confidence: float = 0.95) -> float:

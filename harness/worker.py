@@ -72,13 +72,18 @@ def batch_order(n_train: int, batch_size: int, seed: int, epochs: int):
         yield rng.permutation(n_train)[: n_batches * batch_size].reshape(n_batches, batch_size).astype(np.int32)
 
 
-def build_adapter(job: dict, model_spec):
-    """Import the cell's adapter (and so its framework) and construct it from the job."""
+def import_adapter(job: dict):
+    """Import the cell's adapter module, and so its framework; return the adapter class."""
     from harness.adapter import load_adapter
 
+    os.environ["MNIST_BENCH_DEVICE"] = job.get("device") or job["cell"]["device"]  # for choices made at import
+    return load_adapter(job["adapter"])
+
+
+def build_adapter(job: dict, model_spec, adapter_class=None):
+    """Construct the cell's adapter from the job (importing it unless given)."""
     cell, values = job["cell"], job["config"]
-    os.environ["MNIST_BENCH_DEVICE"] = cell["device"]  # for frameworks that choose their device at import
-    adapter_class = load_adapter(job["adapter"])
+    adapter_class = adapter_class or import_adapter(job)
     options = {"eval_batch_size": values["eval_batch_size"], **values["options"].get(cell["framework"], {})}
     return adapter_class(
         model_spec,
@@ -130,11 +135,14 @@ def train(job: dict) -> None:
     cell, values = job["cell"], job["config"]
     settings = values[cell["model"]]
     spec = _model_spec(job)
+    adapter_class = import_adapter(job)
+    import_rss_mb = peak_rss_mb()  # the framework's own cost, before any data or model
     dataset = load_dataset(job)
-    adapter = build_adapter(job, spec)
+    adapter = build_adapter(job, spec, adapter_class)
     adapter.set_params(spec.init_params(cell["seed"]))
     adapter.load_data(dataset.x_train, dataset.y_train, dataset.x_eval, dataset.y_eval)
-    emit("setup", setup_seconds=time.time() - job["started"], backend=adapter.backend, eval_split=dataset.eval_split)
+    emit("setup", setup_seconds=time.time() - job["started"], backend=adapter.backend, eval_split=dataset.eval_split,
+         import_rss_mb=import_rss_mb)
     batches_per_epoch = batch_order(len(dataset.x_train), values["batch_size"], cell["seed"], settings["epochs"])
     for epoch, batches in enumerate(batches_per_epoch, start=1):
         start = time.perf_counter()
@@ -178,14 +186,24 @@ def parity(job: dict) -> None:
     emit("done", status="ok", losses=losses, backend=adapter.backend)
 
 
+def matmul(job: dict) -> None:
+    """Time one large float32 product in the adapter's framework: its ceiling (harness/ceilings.py)."""
+    from harness.ceilings import time_product
+
+    adapter_class = import_adapter(job)
+    product, library = adapter_class.matmul_probe(job["device"], job["size"], job["config"]["threads"])
+    emit("done", status="ok", library=library, **time_product(product, job["size"]), thread_pools=thread_pools())
+
+
 def main() -> None:
     die_with_parent()
     job = json.loads(sys.stdin.read())
     pin_threads(job["config"]["threads"])
     from harness.adapter import Unsupported
 
+    modes = {"parity": parity, "matmul": matmul, "train": train}
     try:
-        (parity if job.get("mode") == "parity" else train)(job)
+        modes[job.get("mode", "train")](job)
     except Unsupported as reason:
         emit("done", status="skipped", error=str(reason))
 

@@ -77,3 +77,23 @@ def test_cli_reports_bad_input_in_one_sentence_without_traceback():
     assert result.returncode == 2
     assert result.stderr.startswith("error: unknown framework 'nope'")
     assert "Traceback" not in result.stderr
+
+
+def test_blas_and_matmul_size_defaults():
+    config = resolve({}, "x")
+    assert config.blas == "environment" and config.matmul_size == 4096
+    assert resolve({"blas": "native", "matmul_size": 0}, "x").values["matmul_size"] == 0
+
+
+@pytest.mark.parametrize(
+    "raw, phrase",
+    [
+        ({"blas": "fast"}, "blas = 'fast' must be one of 'environment', 'native'"),
+        ({"matmul_size": -1}, "matmul_size = -1 must be 0 or more"),
+        ({"matmul_size": 256.0}, "matmul_size = 256.0 must be int"),
+    ],
+)
+def test_bad_blas_and_matmul_size_are_refused(raw, phrase):
+    with pytest.raises(ConfigError) as error:
+        resolve(raw, "bad")
+    assert phrase in str(error.value) and "\n" not in str(error.value)

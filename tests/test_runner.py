@@ -39,7 +39,8 @@ def test_bench_run_writes_every_file_with_every_column(tmp_path):
         assert float(run["setup_seconds"]) > 0 and float(run["peak_rss_mb"]) > 0
         assert run["backend"] and run["thread_pools"]  # e.g. "openblas 0.3.31 SkylakeX x1"
     environment = json.loads((out / "environment.json").read_text())
-    assert environment["cores"] >= 1 and "numpy" in environment["packages"]
+    assert environment["cpu"]["cores"] >= 1 and "numpy" in environment["packages"]
+    assert environment["worker_environment_variables"]["OMP_NUM_THREADS"] == "1"
     assert json.loads((out / "config.json").read_text())["name"] == "smoke"
     summary = (out / "summary.md").read_text()
     assert "## MLP" in summary and "## CNN" in summary

@@ -1,0 +1,96 @@
+"""Matrix-product ceilings, measured in the same run as the rows they judge.
+
+Efficiency says how much of what the machine can do a row achieves, against two references:
+  - the machine's peak: the best large float32 product of any installed library on the device;
+  - the row's own ceiling: the same product in the library that computes the row (Keras rows
+    use their backend's), which separates that library's BLAS from everything around it.
+Each library's product C = A @ B (square, `matmul_size` on a side) is timed in a worker process
+set up exactly like a cell's (same threads, CPU affinity and BLAS environment): the best of
+repeated products after two warm-up ones, for at least MIN_REPEATS and BUDGET_S seconds.
+
+Achieved FLOP/s counts the model's nominal training FLOPs (harness/models.py) per second of a
+steady epoch, so it includes whatever else the step does (activations, the optimizer, Python).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from harness.config import Config
+
+BUDGET_S = 2.0
+MIN_REPEATS = 5
+WARM_UP = 2
+TIMEOUT_S = 600
+
+
+def time_product(product, size: int) -> dict:
+    """Best and median GFLOP/s of `product` (one blocking size x size x size float32 product)."""
+    for _ in range(WARM_UP):
+        product()
+    seconds: list[float] = []
+    start = time.perf_counter()
+    while len(seconds) < MIN_REPEATS or time.perf_counter() - start < BUDGET_S:
+        begin = time.perf_counter()
+        product()
+        seconds.append(time.perf_counter() - begin)
+    flops = 2.0 * size**3
+    return {"gflops": flops / min(seconds) / 1e9, "median_gflops": flops / statistics.median(seconds) / 1e9,
+            "repeats": len(seconds)}
+
+
+def libraries_to_probe(config: Config) -> dict[str, str]:
+    """Library -> the variant that probes it: every installed library with a probe that runs on the device."""
+    chosen = {}
+    for name, info in config.adapters.items():
+        runnable = [v for v in info.runs_on(config.device) if not info.missing_modules(v)]
+        if info.has_probe and runnable:
+            chosen[name] = runnable[0]
+    return chosen
+
+
+def measure(config: Config, folder: Path, progress: bool = True) -> dict:
+    """Every library's ceiling on the config's device, each in its own worker; for environment.json."""
+    from harness.runner import CellProcess, worker_environment
+
+    size = config.matmul_size
+    results = {}
+    for library, variant in libraries_to_probe(config).items():
+        if progress:
+            print(f"matmul ceiling: {library} ({size}x{size} float32)", file=sys.stderr)
+        info = config.adapters[library]
+        job = {"mode": "matmul", "adapter": info.job(variant), "device": config.device, "size": size,
+               "config": config.values}
+        worker = CellProcess(job, folder / "logs" / f"matmul-{library}.log", worker_environment(config))
+        results[library] = {k: v for k, v in worker.outcome(TIMEOUT_S).items() if k != "event"}
+    return summarise(results, size, config.device)
+
+
+def summarise(results: dict, size: int, device: str) -> dict:
+    """The libraries' results with the best of them named as the machine's peak."""
+    measured = {name: r for name, r in results.items() if r.get("status") == "ok"}
+    best = max(measured, key=lambda name: measured[name]["gflops"], default=None)
+    peak = {"library": best, "gflops": measured[best]["gflops"]} if best else {}
+    return {"size": size, "device": device, "libraries": results, "peak": peak}
+
+
+def efficiency(run: dict, library: str, ceilings: dict | None) -> dict:
+    """The runs.csv efficiency columns of one finished cell (blank when something is unknown)."""
+    columns = {"ceiling_library": library}
+    speed, flops = run.get("samples_per_second"), run.get("flops_per_sample")
+    if not speed or not flops:
+        return columns
+    columns["gflops"] = flops * speed / 1e9
+    if not ceilings:
+        return columns
+    own = ceilings["libraries"].get(library, {})
+    if own.get("status") == "ok":
+        columns["ceiling_gflops"] = own["gflops"]
+        columns["ceiling_fraction"] = columns["gflops"] / own["gflops"]
+    if ceilings.get("peak"):
+        columns["peak_gflops"] = ceilings["peak"]["gflops"]
+        columns["peak_fraction"] = columns["gflops"] / ceilings["peak"]["gflops"]
+    return columns
