@@ -8,8 +8,10 @@ The harness owns the batch order, so each epoch fits on the training arrays gath
 that order with shuffle=False: Keras then takes the batches exactly as the harness chose them.
 
 jit_compile (options["jit_compile"], default "auto") is Keras's own switch: "auto" compiles
-with XLA on the TensorFlow and JAX backends and runs the PyTorch backend eagerly; true asks
-the PyTorch backend for torch.compile too; false runs every backend eagerly.
+with XLA on the JAX backend, and on the TensorFlow backend where a GPU is present (Keras keeps
+XLA off on a CPU-only TensorFlow), and runs the PyTorch backend eagerly; true asks for XLA and,
+on PyTorch, torch.compile; false runs every backend without them. steps_per_execution
+(options["steps_per_execution"]) defaults to 32 where the backend allows it.
 
 Adam: Keras folds the bias corrections into the learning rate, so its epsilon is added to
 sqrt(v) rather than to sqrt(v_hat): as if PyTorch's eps were eps * sqrt(1 - beta2^t). With
@@ -95,6 +97,16 @@ def prepare_backend(backend: str, device: str, threads: int):
     return lambda: keras.device("gpu:0" if device == "gpu" else "cpu:0")
 
 
+def default_steps_per_execution(backend: str) -> int:
+    """Keras's own advice for small models: run several steps per call, here 32.
+
+    On TensorFlow they run in one tf.function (a while loop), which took the MLP from 33,000 to
+    41,000 samples/s here; on JAX the steps are still called one by one, but the callbacks run 32x
+    less often; the PyTorch backend accepts only 1.
+    """
+    return 1 if backend == "torch" else 32
+
+
 class KerasAdapter(Adapter):
     """Keras 3 Sequential models, compiled and fitted as keras.io does, on the backend the variant names.
 
@@ -113,6 +125,7 @@ class KerasAdapter(Adapter):
     }
     variant_modules = {"tensorflow": ("tensorflow",), "jax": ("jax",), "torch": ("torch",)}
     variant_devices = {"tensorflow": ("cpu",), "jax": ("cpu", "gpu"), "torch": ("cpu", "gpu")}
+    variant_library = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}  # whose matmul is its ceiling
 
     def __init__(
         self,
@@ -139,7 +152,7 @@ class KerasAdapter(Adapter):
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"],
                 jit_compile=self.jit_compile,
-                steps_per_execution=int(options.get("steps_per_execution", 1)),
+                steps_per_execution=int(options.get("steps_per_execution", default_steps_per_execution(variant))),
             )
 
     def _layers(self) -> dict[str, keras.layers.Layer]:
@@ -181,4 +194,7 @@ class KerasAdapter(Adapter):
 
     @property
     def backend(self) -> str:
-        return f"{self.variant} (jit_compile={self.jit_compile})"
+        compiled = "xla" if self.variant != "torch" else "torch.compile"
+        how = compiled if self.net.jit_compile else "no jit"  # "auto" resolved by Keras
+        steps = self.net.steps_per_execution
+        return f"{self.variant} ({how}, {steps} step{'s' if steps > 1 else ''}/call)"

@@ -486,3 +486,20 @@ class NumpyAdapter(Adapter):
         if self.xp is np:
             return None
         return self.xp.get_default_memory_pool().total_bytes() / 2**20
+
+    @staticmethod
+    def matmul_probe(device: str, size: int, threads: int):
+        """One float32 product in numpy's BLAS (cuBLAS through CuPy on a GPU), into a preallocated result."""
+        xp = array_module("numpy" if device == "cpu" else "cupy", device)
+        if xp is np:
+            limit_blas_threads(threads)
+        rng = xp.random.default_rng(0)
+        a, b = (rng.random((size, size), dtype=xp.float32) for _ in range(2))
+        c = xp.empty_like(a)
+
+        def product() -> None:
+            xp.matmul(a, b, out=c)
+            if xp is not np:
+                xp.cuda.Device().synchronize()
+
+        return product, "cupy (cublas)" if xp is not np else blas_name()

@@ -22,6 +22,8 @@ TensorFlow is NHWC/HWIO and (in, out) already, so no layout conversion is needed
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
@@ -49,7 +51,8 @@ class Model(tf.Module):
             x = tf.nn.relu(x @ p[f"{name}.kernel"] + p[f"{name}.bias"])
         if training and self.spec.dropout > 0:
             self.dropout_seed.assign_add([0, 1])
-            x = tf.nn.experimental.stateless_dropout(x, self.spec.dropout, seed=self.dropout_seed)
+            # Philox, named: the default lets XLA:CPU pick ThreeFry, which made the xla MLP 6x slower here.
+            x = tf.nn.experimental.stateless_dropout(x, self.spec.dropout, seed=self.dropout_seed, rng_alg="philox")
         return x @ p[f"{dense[-1]}.kernel"] + p[f"{dense[-1]}.bias"]
 
 
@@ -174,3 +177,17 @@ class TensorflowAdapter(Adapter):
     @property
     def backend(self) -> str:
         return f"{'xla' if self.variant == 'xla' else 'tf-graph'} ({self.tf_device.strip('/').lower()})"
+
+    @staticmethod
+    def matmul_probe(device: str, size: int, threads: int):
+        """One float32 tf.matmul, eager (a single op: the graph executor would add nothing to it)."""
+        name = TensorflowAdapter._device(device, threads)
+        with tf.device(name):
+            a, b = tf.random.uniform((size, size), seed=1), tf.random.uniform((size, size), seed=2)
+
+        def product() -> None:
+            with tf.device(name):
+                tf.linalg.matmul(a, b)[0, 0].numpy()  # reading one element waits for the product
+
+        onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
+        return product, f"tensorflow {tf.__version__} ({'onednn' if onednn else 'eigen'})"
