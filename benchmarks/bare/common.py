@@ -1,0 +1,38 @@
+"""What every bare loop shares: the job from the command line, the data, the batch order, the report.
+
+A bare loop is a plain training script in one framework, written as its users write one, with
+nothing of the harness around it. benchmarks/overhead.py runs it beside bench.py's cell for the
+same row: same model sizes, optimizer settings, batch size, data and batch order.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from harness.synthetic import synthetic
+from harness.worker import batch_order
+
+
+def setup():
+    """(job, dataset, batches per epoch): the job is JSON in argv[1], written by overhead.py."""
+    job = json.loads(sys.argv[1])
+    data = synthetic(train=job["train"], eval=job["batch_size"], seed=job["seed"])
+    return job, data, batch_order(job["train"], job["batch_size"], job["seed"], job["epochs"])
+
+
+def report(train_seconds: float) -> None:
+    """One epoch's training time, as a JSON line for overhead.py."""
+    print(json.dumps({"train_seconds": train_seconds}), flush=True)
+
+
+class EpochTimer:
+    """Times an epoch from its first step to its last; the caller waits for the device inside the block."""
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        report(time.perf_counter() - self.start)
