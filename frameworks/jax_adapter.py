@@ -77,14 +77,20 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 
 
 def optax_transform(spec: OptimizerSpec) -> optax.GradientTransformation:
-    """OptimizerSpec onto Optax: its sgd trace (g + momentum * v) and adam/adamw match PyTorch's forms."""
+    """OptimizerSpec onto Optax: its sgd trace (g + momentum * v) and adam/adamw match PyTorch's forms.
+
+    A decaying rate is Optax's staircase exponential_decay schedule, one stair per epoch.
+    """
     b1, b2 = spec.betas
+    lr = spec.lr
+    if spec.decays:
+        lr = optax.exponential_decay(spec.lr, spec.steps_per_epoch, spec.lr_decay, staircase=True)
     if spec.name == "sgd":
-        return optax.sgd(spec.lr, momentum=spec.momentum or None, nesterov=spec.nesterov)
+        return optax.sgd(lr, momentum=spec.momentum or None, nesterov=spec.nesterov)
     if spec.name == "adam":
-        return optax.adam(spec.lr, b1=b1, b2=b2, eps=spec.eps)
+        return optax.adam(lr, b1=b1, b2=b2, eps=spec.eps)
     if spec.name == "adamw":
-        return optax.adamw(spec.lr, b1=b1, b2=b2, eps=spec.eps, weight_decay=spec.weight_decay)
+        return optax.adamw(lr, b1=b1, b2=b2, eps=spec.eps, weight_decay=spec.weight_decay)
     raise ValueError(f"unknown optimizer {spec.name!r}: use sgd, adam or adamw")
 
 

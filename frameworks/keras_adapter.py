@@ -57,13 +57,21 @@ def build_model(spec: ModelSpec) -> keras.Sequential:
 
 
 def keras_optimizer(spec: OptimizerSpec) -> keras.optimizers.Optimizer:
+    """A decaying rate is Keras's ExponentialDecay schedule, in stairs of one epoch.
+
+    With SGD momentum, Keras's velocity holds gradients already scaled by the rate of their own step
+    (m <- mu m - lr g), so under a decaying rate it differs slightly from PyTorch's form.
+    """
     b1, b2 = spec.betas
+    lr = spec.lr
+    if spec.decays:
+        lr = keras.optimizers.schedules.ExponentialDecay(spec.lr, spec.steps_per_epoch, spec.lr_decay, staircase=True)
     if spec.name == "sgd":
-        return keras.optimizers.SGD(learning_rate=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov)
+        return keras.optimizers.SGD(learning_rate=lr, momentum=spec.momentum, nesterov=spec.nesterov)
     if spec.name == "adam":
-        return keras.optimizers.Adam(learning_rate=spec.lr, beta_1=b1, beta_2=b2, epsilon=spec.eps)
+        return keras.optimizers.Adam(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=spec.eps)
     if spec.name == "adamw":
-        return keras.optimizers.AdamW(learning_rate=spec.lr, beta_1=b1, beta_2=b2, epsilon=spec.eps,
+        return keras.optimizers.AdamW(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=spec.eps,
                                       weight_decay=spec.weight_decay)
     raise ValueError(f"unknown optimizer {spec.name!r}: use sgd, adam or adamw")
 

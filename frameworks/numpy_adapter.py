@@ -173,12 +173,14 @@ class SGD:
     """v <- momentum * v + g;  p <- p - lr * v   (nesterov: p <- p - lr * (g + momentum * v)), as in PyTorch."""
 
     def __init__(self, spec: OptimizerSpec, params, xp) -> None:
-        self.lr, self.momentum, self.nesterov = spec.lr, spec.momentum, spec.nesterov
+        self.spec, self.momentum, self.nesterov = spec, spec.momentum, spec.nesterov
         self.velocity = xp.zeros_like(params) if spec.momentum else None
         self.scratch = xp.empty_like(params)
-        self.xp = xp
+        self.xp, self.t = xp, 0
 
     def step(self, params, grads) -> None:
+        lr = self.spec.lr_at(self.t)  # the decayed rate of this step's epoch
+        self.t += 1
         step = self.scratch
         if self.velocity is None:
             step[...] = grads
@@ -190,7 +192,7 @@ class SGD:
                 step += grads
             else:
                 step[...] = self.velocity
-        step *= self.lr
+        step *= lr
         params -= step
 
 
@@ -198,7 +200,7 @@ class Adam:
     """Adam as in PyTorch and Optax (eps outside the square root); AdamW first shrinks p by (1 - lr * wd)."""
 
     def __init__(self, spec: OptimizerSpec, params, xp) -> None:
-        self.lr, (self.beta1, self.beta2), self.eps = spec.lr, spec.betas, spec.eps
+        self.spec, (self.beta1, self.beta2), self.eps = spec, spec.betas, spec.eps
         self.weight_decay = spec.weight_decay if spec.name == "adamw" else 0.0
         self.m, self.v = xp.zeros_like(params), xp.zeros_like(params)
         self.scratch = xp.empty_like(params)
@@ -208,6 +210,7 @@ class Adam:
         self.block = 1 << 15 if xp is np else max(len(params), 1)
 
     def step(self, params, grads) -> None:
+        self.lr = self.spec.lr_at(self.t)  # the decayed rate of this step's epoch
         self.t += 1
         for start in range(0, len(params), self.block):
             part = slice(start, start + self.block)

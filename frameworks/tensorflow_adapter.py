@@ -67,21 +67,22 @@ class Optimizer(tf.Module):
 
     def apply(self, grads: list[tf.Tensor], variables: list[tf.Variable]) -> None:
         s = self.spec
+        lr = s.lr * s.lr_decay ** tf.floor(self.step / s.steps_per_epoch) if s.decays else s.lr  # this epoch's rate
         self.step.assign_add(1.0)
         for g, p, (m, v) in zip(grads, variables, self.slots):
             if s.name == "sgd":
                 if s.momentum:
                     m.assign(s.momentum * m + g)  # v <- momentum v + g
                     g = g + s.momentum * m if s.nesterov else m
-                p.assign_sub(s.lr * g)
+                p.assign_sub(lr * g)
                 continue
             b1, b2 = s.betas
             if s.name == "adamw":
-                p.assign_sub(s.lr * s.weight_decay * p)  # decoupled weight decay
+                p.assign_sub(lr * s.weight_decay * p)  # decoupled weight decay
             m.assign(b1 * m + (1 - b1) * g)
             v.assign(b2 * v + (1 - b2) * tf.square(g))
             m_hat, v_hat = m / (1 - b1**self.step), v / (1 - b2**self.step)
-            p.assign_sub(s.lr * m_hat / (tf.sqrt(v_hat) + s.eps))
+            p.assign_sub(lr * m_hat / (tf.sqrt(v_hat) + s.eps))
 
 
 class TensorflowAdapter(Adapter):

@@ -121,12 +121,14 @@ def make_optimizer(spec: OptimizerSpec, params) -> torch.optim.Optimizer:
     """
     if spec.weight_decay and spec.name != "adamw":
         raise ValueError(f"weight_decay is defined only for adamw (decoupled), not for {spec.name}")
+    # A decaying rate is a tensor, changed in place each epoch: a float would make torch.compile recompile.
+    lr = torch.tensor(spec.lr) if spec.decays else spec.lr
     if spec.name == "sgd":
-        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov)
+        return torch.optim.SGD(params, lr=lr, momentum=spec.momentum, nesterov=spec.nesterov)
     if spec.name == "adam":
-        return torch.optim.Adam(params, lr=spec.lr, betas=spec.betas, eps=spec.eps, fused=True)
+        return torch.optim.Adam(params, lr=lr, betas=spec.betas, eps=spec.eps, fused=True)
     if spec.name == "adamw":
-        return torch.optim.AdamW(params, lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay,
+        return torch.optim.AdamW(params, lr=lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay,
                                  fused=True)
     raise ValueError(f"unknown optimizer {spec.name!r}: use sgd, adam or adamw")
 
@@ -223,6 +225,7 @@ class TorchAdapter(Adapter):
         self.net = (mlp if model.name == "mlp" else cnn)(model)
         self.net.to(self.torch_device, memory_format=self.memory_format)
         self.optimizer_state = make_optimizer(optimizer, self.net.parameters())
+        self.steps_done = 0
         self.train_step, self.eval_step = self._train_step, self._eval_step
         if variant == "compile":
             # Static shapes: one graph per batch size (the training batch, the eval chunk and its remainder).
@@ -277,6 +280,10 @@ class TorchAdapter(Adapter):
 
     def train_epoch(self, batches: np.ndarray) -> float:
         self.net.train()
+        if self.optimizer.decays:  # the epoch's rate, as torch.optim.lr_scheduler.ExponentialLR would set it
+            for group in self.optimizer_state.param_groups:
+                group["lr"].fill_(self.optimizer.lr_at(self.steps_done))
+        self.steps_done += len(batches)
         batches = torch.from_numpy(batches).to(self.torch_device, torch.int64)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.torch_device)
         for indices in batches:

@@ -80,6 +80,7 @@ OPTIMIZER = {
     "betas": (list, [0.9, 0.999], _betas),
     "eps": (NUMBER, 1e-8, _positive),
     "weight_decay": (NUMBER, 0.0, _non_negative),
+    "lr_decay": (NUMBER, 1.0, lambda v: None if 0 < v <= 1 else "must be in (0, 1]: the factor per epoch"),
 }
 MODEL_COMMON = {
     "epochs": (int, None, _positive),

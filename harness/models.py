@@ -25,6 +25,8 @@ class OptimizerSpec:
     sgd:   v <- momentum * v + g;  p <- p - lr * v   (nesterov: p <- p - lr * (g + momentum * v))
     adam:  PyTorch/Optax form, eps added outside the square root of the bias-corrected v.
     adamw: adam plus decoupled weight decay p <- p - lr * weight_decay * p.
+    The learning rate decays by lr_decay after every epoch of steps_per_epoch steps (a staircase
+    exponential decay; 1.0 keeps it constant): step t (0-based) uses lr * lr_decay ** (t // steps_per_epoch).
     """
 
     name: str = "adam"
@@ -34,6 +36,16 @@ class OptimizerSpec:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     weight_decay: float = 0.0
+    lr_decay: float = 1.0
+    steps_per_epoch: int = 0  # set by the worker from the training set and batch size
+
+    @property
+    def decays(self) -> bool:
+        return self.lr_decay != 1.0 and self.steps_per_epoch > 0
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of step `step` (0-based count of the updates before it)."""
+        return self.lr * self.lr_decay ** (step // self.steps_per_epoch) if self.decays else self.lr
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,14 +43,15 @@ class ParityResult:
     detail: str = ""
 
 
-def reference(config: Config, model: str) -> tuple[list[float], dict[str, np.ndarray]]:
+def reference(config: Config, model: str, optimizer: OptimizerSpec = OPTIMIZER) -> tuple[list[float], dict]:
     """The NumPy adapter in float64: the ground truth every framework is compared with."""
     from frameworks.numpy_adapter import NumpyAdapter
     from harness.synthetic import synthetic
 
     spec = _spec(config, model)
     dataset = synthetic(train=STEPS * BATCH, eval=BATCH, seed=SEED)
-    adapter = NumpyAdapter(spec, OPTIMIZER, device="cpu", variant="numpy", seed=SEED, threads=config.threads,
+    optimizer = replace(optimizer, steps_per_epoch=1)  # each train_epoch call below is one step
+    adapter = NumpyAdapter(spec, optimizer, device="cpu", variant="numpy", seed=SEED, threads=config.threads,
                            options={"dtype": "float64"})
     adapter.set_params(spec.init_params(SEED))
     adapter.load_data(dataset.x_train, dataset.y_train, dataset.x_eval, dataset.y_eval)
@@ -75,7 +76,7 @@ def compare(losses, params, ref_losses, ref_params, initial) -> tuple[float, flo
     return float(loss_error), update_error
 
 
-def check_cell(config: Config, cell: Cell, ref, workdir: Path) -> ParityResult:
+def check_cell(config: Config, cell: Cell, ref, workdir: Path, optimizer: OptimizerSpec = OPTIMIZER) -> ParityResult:
     from harness.runner import CellProcess, worker_environment
 
     result = ParityResult(cell.framework, cell.variant, cell.model, cell.device, "skipped")
@@ -88,7 +89,7 @@ def check_cell(config: Config, cell: Cell, ref, workdir: Path) -> ParityResult:
         "mode": "parity", "cell": cell.__dict__, "config": config.values, "started": time.time(),
         "adapter": config.adapters[cell.framework].job(cell.variant),
         "steps": STEPS, "batch_size": BATCH, "params_path": str(params_path),
-        "optimizer": OPTIMIZER.__dict__, "model_overrides": {"dropout": 0.0},
+        "optimizer": optimizer.__dict__, "model_overrides": {"dropout": 0.0},
         "options": {"allow_slow": True},  # correctness, not speed: run variants skipped for being slow
     }
     done = CellProcess(job, workdir / f"{params_path.stem}.log", worker_environment(config)).outcome(config.timeout_s)
@@ -107,16 +108,16 @@ def check_cell(config: Config, cell: Cell, ref, workdir: Path) -> ParityResult:
     return result
 
 
-def run_parity(config: Config, on_result=None) -> list[ParityResult]:
-    """Every installed adapter variant x model of the config, on the config's device."""
+def run_parity(config: Config, on_result=None, optimizer: OptimizerSpec = OPTIMIZER) -> list[ParityResult]:
+    """Every installed adapter variant x model of the config, on the config's device, taking `optimizer`'s steps."""
     results = []
     with tempfile.TemporaryDirectory(prefix="mnist-bench-parity-") as tmp:
         for model in config.models:
-            ref = reference(config, model)
+            ref = reference(config, model, optimizer)
             for framework in config.frameworks:
                 for variant in config.variants[framework]:
                     cell = Cell(framework, variant, model, config.device, 0, SEED)
-                    results.append(check_cell(config, cell, ref, Path(tmp)))
+                    results.append(check_cell(config, cell, ref, Path(tmp), optimizer))
                     if on_result:
                         on_result(results[-1])
     return results

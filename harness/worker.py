@@ -17,6 +17,7 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 EVENT_PREFIX = "@@mnist-bench "
 
@@ -80,14 +81,15 @@ def import_adapter(job: dict):
     return load_adapter(job["adapter"])
 
 
-def build_adapter(job: dict, model_spec, adapter_class=None):
+def build_adapter(job: dict, model_spec, steps_per_epoch: int, adapter_class=None):
     """Construct the cell's adapter from the job (importing it unless given)."""
     cell, values = job["cell"], job["config"]
     adapter_class = adapter_class or import_adapter(job)
     options = {"eval_batch_size": values["eval_batch_size"], **values["options"].get(cell["framework"], {})}
+    optimizer = {**(job.get("optimizer") or values["optimizer"]), "steps_per_epoch": steps_per_epoch}
     return adapter_class(
         model_spec,
-        optimizer_spec(job.get("optimizer") or values["optimizer"]),
+        optimizer_spec(optimizer),
         device=cell["device"],
         variant=cell["variant"],
         seed=cell["seed"],
@@ -125,7 +127,16 @@ def thread_pools() -> str:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory since it started.
+
+    Linux's VmHWM, not getrusage's ru_maxrss: across fork and exec, ru_maxrss keeps the runner's own
+    high-water mark as a floor, which would hide everything smaller than the runner.
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) / 1024
+    except (OSError, IndexError, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no /proc: KiB on most systems
 
 
 def train(job: dict) -> None:
@@ -138,7 +149,7 @@ def train(job: dict) -> None:
     adapter_class = import_adapter(job)
     import_rss_mb = peak_rss_mb()  # the framework's own cost, before any data or model
     dataset = load_dataset(job)
-    adapter = build_adapter(job, spec, adapter_class)
+    adapter = build_adapter(job, spec, len(dataset.x_train) // values["batch_size"], adapter_class)
     adapter.set_params(spec.init_params(cell["seed"]))
     adapter.load_data(dataset.x_train, dataset.y_train, dataset.x_eval, dataset.y_eval)
     emit("setup", setup_seconds=time.time() - job["started"], backend=adapter.backend, eval_split=dataset.eval_split,
@@ -177,7 +188,7 @@ def parity(job: dict) -> None:
     spec = _model_spec(job)
     steps, batch = job["steps"], job["batch_size"]
     dataset = synthetic(train=steps * batch, eval=batch, seed=job["cell"]["seed"])
-    adapter = build_adapter(job, spec)
+    adapter = build_adapter(job, spec, steps_per_epoch=1)  # each train_epoch call below is one step
     adapter.set_params(spec.init_params(job["cell"]["seed"]))
     adapter.load_data(dataset.x_train, dataset.y_train, dataset.x_eval, dataset.y_eval)
     order = np.arange(steps * batch, dtype=np.int32).reshape(steps, 1, batch)

@@ -97,3 +97,11 @@ def test_bad_blas_and_matmul_size_are_refused(raw, phrase):
     with pytest.raises(ConfigError) as error:
         resolve(raw, "bad")
     assert phrase in str(error.value) and "\n" not in str(error.value)
+
+
+def test_lr_decay_must_be_a_factor_in_0_1():
+    from harness.config import ConfigError, resolve
+
+    assert resolve({"optimizer": {"lr_decay": 0.8}}, "t").values["optimizer"]["lr_decay"] == 0.8
+    with pytest.raises(ConfigError, match="lr_decay"):
+        resolve({"optimizer": {"lr_decay": 1.5}}, "t")

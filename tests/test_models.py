@@ -51,3 +51,12 @@ def test_init_is_seeded_glorot_uniform_with_zero_biases():
 def test_unknown_model_is_refused():
     with pytest.raises(ValueError, match="unknown model"):
         ModelSpec("rnn")
+
+
+def test_learning_rate_decays_by_epoch_in_stairs():
+    from harness.models import OptimizerSpec
+
+    spec = OptimizerSpec("adam", lr=1e-3, lr_decay=0.5, steps_per_epoch=10)
+    assert [spec.lr_at(t) for t in (0, 9, 10, 25)] == [1e-3, 1e-3, 5e-4, 2.5e-4]
+    assert OptimizerSpec(lr=1e-3, lr_decay=0.5).lr_at(100) == 1e-3  # no epoch length: constant
+    assert not OptimizerSpec(lr=1e-3, steps_per_epoch=10).decays

@@ -5,7 +5,8 @@ import pytest
 
 from harness.adapter import discover
 from harness.config import resolve
-from harness.parity import LOSS_TOLERANCE, UPDATE_TOLERANCE, compare, run_parity
+from harness.models import OptimizerSpec, model_spec
+from harness.parity import LOSS_TOLERANCE, UPDATE_TOLERANCE, compare, reference, run_parity
 
 INSTALLED = [name for name, info in discover().items() if not info.missing_modules()]
 
@@ -21,6 +22,27 @@ def test_every_variant_matches_the_float64_reference(framework):
             continue
         assert r.status == "pass", f"{r.framework}/{r.variant} {r.model}: {r.status} {r.detail}"
         assert 0 <= r.loss_error < LOSS_TOLERANCE and 0 < r.update_error < UPDATE_TOLERANCE
+
+
+@pytest.mark.parametrize("framework", INSTALLED)
+def test_a_decaying_learning_rate_matches_the_reference(framework):
+    """Each call is one epoch of one step here, so the rate halves every step: every adapter's schedule must follow.
+
+    Plain SGD, where Keras's form is PyTorch's (with momentum, Keras scales the velocity by each step's own rate).
+    """
+    config = resolve({"frameworks": [framework], "models": ["mlp"]}, "parity")
+    results = run_parity(config, optimizer=OptimizerSpec("sgd", lr=0.2, lr_decay=0.5))
+    for r in results:
+        if r.status != "skipped":
+            assert r.status == "pass", f"{r.framework}/{r.variant}: {r.status} {r.detail} {r.update_error}"
+
+
+def test_a_rate_that_did_not_decay_fails_parity():
+    config = resolve({"frameworks": ["numpy"], "models": ["mlp"]}, "parity")
+    ref_losses, ref_params = reference(config, "mlp", OptimizerSpec("sgd", lr=0.2, lr_decay=0.5))
+    losses, params = reference(config, "mlp", OptimizerSpec("sgd", lr=0.2))
+    initial = {k: v.astype(np.float64) for k, v in model_spec("mlp", dropout=0.0).init_params(0).items()}
+    assert compare(losses, params, ref_losses, ref_params, initial)[1] > UPDATE_TOLERANCE
 
 
 def test_a_transposed_update_fails_parity():
