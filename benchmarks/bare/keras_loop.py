@@ -34,9 +34,9 @@ def main() -> None:
     job, data, epochs = setup()
     keras.utils.set_random_seed(job["seed"])
     net = model(job)
+    settings = {"steps_per_execution": 1 if keras.backend.backend() == "torch" else 32, **job.get("options", {})}
     net.compile(optimizer=keras.optimizers.Adam(job["lr"]),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"],
-                **job.get("options", {}))
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"], **settings)
     net.fit(data.x_train, data.y_train, batch_size=job["batch_size"], epochs=job["epochs"], shuffle=True,
             verbose=0, callbacks=[EpochTimes()])
 
