@@ -55,10 +55,16 @@ def benchmark_config(args: argparse.Namespace):
     return config
 
 
+class Skipped(Exception):
+    """The harness skipped the cell (an adapter that does not run it here): no row to compare."""
+
+
 def harness_speed(cell, config, folder: Path) -> float | None:
     from harness.runner import run_cell
 
     run, _ = run_cell(cell, config, None, folder)
+    if run.get("status") == "skipped":
+        raise Skipped(run.get("error", ""))
     return run.get("samples_per_second") if run.get("status") == "ok" else None
 
 
@@ -98,17 +104,20 @@ def measure(config, rounds: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as scratch, tqdm(total=len(cells) * rounds * 2, unit="run") as bar:
         for cell in cells:
-            harness, bare = [], []
-            for round_ in range(rounds):
-                order = [("harness", harness), ("bare", bare)]
-                for kind, speeds in order if round_ % 2 == 0 else order[::-1]:
-                    bar.set_description(f"{cell.framework}/{cell.variant} {cell.model} {kind}")
-                    speed = run_once(kind, cell, config, Path(scratch))
-                    if speed:
-                        speeds.append(speed)
-                    bar.update()
-            rows.append({"framework": cell.framework, "variant": cell.variant, "model": cell.model,
-                         "harness": harness, "bare": bare})
+            row = {"framework": cell.framework, "variant": cell.variant, "model": cell.model, "harness": [],
+                   "bare": []}
+            try:
+                for round_ in range(rounds):
+                    order = ["harness", "bare"] if round_ % 2 == 0 else ["bare", "harness"]
+                    for kind in order:
+                        bar.set_description(f"{cell.framework}/{cell.variant} {cell.model} {kind}")
+                        speed = run_once(kind, cell, config, Path(scratch))
+                        row[kind] += [speed] if speed else []
+                        bar.update()
+            except Skipped as reason:
+                print(f"{cell.label}: skipped: {reason}", file=sys.stderr)
+                continue
+            rows.append(row)
     return rows
 
 

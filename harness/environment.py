@@ -22,7 +22,7 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile",
 ENV_PREFIXES = (
     "OPENBLAS_", "MKL_", "OMP_", "KMP_", "GOMP_", "BLIS_", "NUMEXPR_", "XLA_", "TF_ENABLE_", "TF_NUM_", "TF_XLA_",
     "TF_CPP_", "TF_GPU_", "TF_FORCE_", "JAX_", "KERAS_", "TORCH",
-    "CUDA_", "NVIDIA_TF32", "DNNL_", "ONEDNN_", "MNIST_BENCH_",
+    "CUDA_", "NVIDIA_TF32", "DNNL_", "ONEDNN_", "MNIST_BENCH_", "MALLOC_", "GLIBC_TUNABLES",
 )
 
 

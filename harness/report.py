@@ -97,8 +97,8 @@ def ceilings_text(matmul: dict) -> str:
     if not libraries:
         return "Matrix-product ceilings were not measured (matmul_size = 0), so there are no efficiency figures."
     if not measured:
-        return ("Every matrix-product ceiling failed (environment.json says why, logs/matmul-*.log hold the "
-                "output), so there are no efficiency figures.")
+        return ("No library could measure its matrix-product ceiling on this device (environment.json says why, "
+                "logs/matmul-*.log hold the output), so there are no efficiency figures.")
     size = matmul.get("size")
     ranked = sorted(measured.items(), key=lambda kv: -kv[1]["gflops"])
     listed = ", ".join(f"{name} {r['gflops']:,.0f}" for name, r in ranked)
