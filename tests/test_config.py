@@ -105,3 +105,11 @@ def test_lr_decay_must_be_a_factor_in_0_1():
     assert resolve({"optimizer": {"lr_decay": 0.8}}, "t").values["optimizer"]["lr_decay"] == 0.8
     with pytest.raises(ConfigError, match="lr_decay"):
         resolve({"optimizer": {"lr_decay": 1.5}}, "t")
+
+
+def test_every_shipped_config_loads():
+    for path in sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.toml")):
+        config = load_config(path)
+        assert config.cells(), path.name
+    gpu = load_config(Path(__file__).resolve().parent.parent / "configs" / "gpu.toml")
+    assert gpu.device == "gpu" and gpu.variants["numpy"] == ["cupy"] and gpu.matmul_size == 8192
