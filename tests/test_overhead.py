@@ -1,0 +1,46 @@
+"""benchmarks/overhead.py: which rows it compares and on how much data (no training here)."""
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def overhead():
+    spec = importlib.util.spec_from_file_location("overhead", ROOT / "benchmarks" / "overhead.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def arguments(**given) -> argparse.Namespace:
+    values = {"config": str(ROOT / "configs" / "smoke.toml"), "frameworks": None, "models": None, "epochs": 3,
+              "train": None, "rounds": 1, "csv": None}
+    return argparse.Namespace(**{**values, **given})
+
+
+def test_each_model_gets_its_own_config_and_default_size(overhead):
+    configs = overhead.benchmark_configs(arguments())
+    assert [c.values["models"] for c in configs] == [["mlp"], ["cnn"]]
+    assert [c.values["synthetic"]["train"] for c in configs] == [51200, 12800]
+    for config in configs:
+        assert config.values["dataset"] == "synthetic"
+        assert config.values["repeats"] == 1 and config.values["matmul_size"] == 0  # no ceilings to measure
+        assert config.values["cnn"]["epochs"] == config.values["mlp"]["epochs"] == 3
+
+
+def test_train_size_and_models_can_be_chosen(overhead):
+    configs = overhead.benchmark_configs(arguments(train=512, models="cnn"))
+    assert [(c.values["models"], c.values["synthetic"]["train"]) for c in configs] == [(["cnn"], 512)]
+
+
+def test_the_ratio_compares_medians_and_flags_a_miss(overhead):
+    rows = [{"framework": "numpy", "variant": "numpy", "model": "mlp", "harness": [90.0, 95.0, 100.0],
+             "bare": [100.0, 100.0, 110.0]}]
+    table = overhead.table(rows)
+    assert table.loc[0, "ratio"] == 0.95
+    assert table.loc[0, "goal met"] == "NO"
