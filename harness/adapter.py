@@ -110,8 +110,9 @@ class Adapter:
         framework's matrix-product ceiling (harness/ceilings.py). The string names what computes
         it (e.g. "openblas 0.3.31 SkylakeX"). Optional: an adapter whose variants compute with
         another adapter's library names it in variant_library instead (Keras: its backend).
+        Without one, the ceiling is recorded as skipped with this reason.
         """
-        raise NotImplementedError
+        raise Unsupported("this adapter defines no matmul_probe: its rows get no own-ceiling column")
 
 
 @dataclass(frozen=True)

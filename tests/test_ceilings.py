@@ -149,13 +149,13 @@ def test_measure_times_numpy_in_a_worker(tmp_path):
     assert (tmp_path / "logs" / "matmul-numpy.log").exists()
 
 
-def test_measure_records_a_probe_that_fails_and_names_no_peak(tmp_path):
-    faulty = replace(discover(ROOT / "tests" / "adapters")["faulty"], has_probe=True)  # the base class raises
+def test_measure_records_a_library_without_a_probe_as_skipped_and_names_no_peak(tmp_path):
+    faulty = replace(discover(ROOT / "tests" / "adapters")["faulty"], has_probe=True)  # only the base class's
     config = load_config(SMOKE, adapters={"numpy": discover()["numpy"]})
     config = Config(config.name, {**config.values, "matmul_size": 8}, {"faulty": faulty})
     results = ceilings.measure(config, tmp_path, progress=False)
-    assert results["libraries"]["faulty"]["status"] == "error"
-    assert "NotImplementedError" in results["libraries"]["faulty"]["error"]
+    assert results["libraries"]["faulty"]["status"] == "skipped"
+    assert "defines no matmul_probe" in results["libraries"]["faulty"]["error"]
     assert results["peak"] == {}
 
 
