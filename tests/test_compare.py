@@ -80,3 +80,42 @@ def test_statistics_over_repeats(tmp_path):
     accuracies = np.array([0.98, 0.981, 0.982])
     assert stats.loc["jax", "accuracy_mean"] == pytest.approx(accuracies.mean())
     assert stats.loc["jax", "accuracy_ci95"] == pytest.approx(4.303 * accuracies.std(ddof=1) / np.sqrt(3), rel=1e-3)
+
+
+def run_to_run_noise() -> np.ndarray:
+    """Log deviations of steady throughput between repeats of one row in the committed reference run,
+    each group's deviations from its mean scaled by sqrt(n / (n - 1)) to undo the mean's pull."""
+    runs = pd.read_csv(ROOT / "results" / "reference-cpu" / "runs.csv")
+    runs = runs[runs["status"] == "ok"]
+    deviations = []
+    for _, group in runs.groupby(["framework", "variant", "model"]):
+        logs = np.log(group["samples_per_second"].dropna().to_numpy(float))
+        if len(logs) > 1:
+            deviations += list((logs - logs.mean()) * np.sqrt(len(logs) / (len(logs) - 1)))
+    return np.array(deviations)
+
+
+@pytest.mark.parametrize("repeats", [2, 3, 5])
+def test_the_verdict_calls_a_change_in_at_most_5_percent_of_unchanged_comparisons(repeats):
+    """Both sides drawn from one distribution, with the reference run's own spread: 'same' at least 95% of the time."""
+    from harness.compare import differs
+
+    noise = run_to_run_noise()
+    assert len(noise) >= 30 and noise.std() > 0.02  # a real spread, not a constant
+    rng = np.random.default_rng(repeats)
+    trials = 3000
+    called = sum(differs(40000 * np.exp(rng.choice(noise, repeats)), 40000 * np.exp(rng.choice(noise, repeats)))
+                 for _ in range(trials))
+    assert called / trials <= 0.05, f"{called / trials:.1%} false positives at {repeats} repeats"
+
+
+@pytest.mark.parametrize("repeats", [3, 5])
+def test_the_verdict_still_sees_a_real_change(repeats):
+    from harness.compare import differs
+
+    noise = run_to_run_noise()
+    rng = np.random.default_rng(7)
+    trials = 500
+    called = sum(differs(40000 * np.exp(rng.choice(noise, repeats)), 30000 * np.exp(rng.choice(noise, repeats)))
+                 for _ in range(trials))
+    assert called / trials >= 0.5  # 25% slower is seen more often than not, even at three repeats
