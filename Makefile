@@ -22,8 +22,8 @@ lint: $(STAMP)
 data: $(STAMP)
 	$(BIN)/python bench.py fetch mnist
 
-parity: $(STAMP)
-	$(BIN)/python bench.py parity $(CONFIG)
+parity: $(STAMP)  # every variant of every installed adapter
+	$(BIN)/python bench.py parity configs/variants.toml
 
 list: $(STAMP)
 	$(BIN)/python bench.py list

@@ -26,6 +26,7 @@ def overrides(args: argparse.Namespace) -> dict:
         "device": args.device,
         "threads": args.threads,
         "data_dir": getattr(args, "data_dir", None),
+        "ceilings": getattr(args, "ceilings", None),
     }
 
 
@@ -50,9 +51,10 @@ def command_run(args: argparse.Namespace) -> int:
     try:
         # A resumed run keeps the ceilings its first cells were judged against.
         matmul = folder.read_json("environment.json").get("matmul") if args.resume else None
-        if matmul is None and config.matmul_size:
+        if matmul is None:
             matmul = ceilings.measure(config, folder.directory, progress=not args.quiet)
-        folder.write_json("environment.json", environment.collect(config.threads, worker_environment(config), matmul))
+        folder.write_json("environment.json",
+                          environment.collect(config.threads, worker_environment(config), matmul, config))
         run_sweep(config, folder, args.data_dir, progress=not args.quiet, ceilings=matmul)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished cells are in {folder.directory}; "
@@ -82,15 +84,22 @@ def command_list(args: argparse.Namespace) -> int:
 
 
 def command_parity(args: argparse.Namespace) -> int:
+    from harness.adapter import discover
     from harness.config import load_config
-    from harness.parity import run_parity, table
+    from harness.parity import problems, run_parity, table
 
     config = load_config(args.config, overrides(args))
-    results = run_parity(config, on_result=lambda r: print(f"{r.framework}/{r.variant} {r.model}: {r.status}",
-                                                              file=sys.stderr))
+
+    def progress(r) -> None:
+        print(f"{r.framework}/{r.variant} {r.model} {r.check}: {r.status}", file=sys.stderr)
+
+    results = run_parity(config, on_result=progress)
     print(table(results))
-    failed = [r for r in results if r.status in ("FAIL", "error")]
-    return 1 if failed else 0
+    installed = {name for name, info in discover().items() if not info.missing_modules()}
+    found = problems(results, installed)
+    for problem in found:
+        print(f"parity: {problem}", file=sys.stderr)
+    return 1 if found else 0
 
 
 def command_report(args: argparse.Namespace) -> int:
@@ -147,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeats", type=int, help="repeats per cell, each with its own seed")
     run.add_argument("--data-dir", help="folder holding the four IDX files (.gz or raw)")
     run.add_argument("--out", help="result folder (default: results/<UTC time>-<config name>)")
+    run.add_argument("--ceilings", choices=["cached", "measure", "off"],
+                     help="matrix-product ceilings: from the cache where measured before (default), measured "
+                          "again in this run, or off")
     run.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR with its saved config")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=command_run)

@@ -13,11 +13,15 @@ XLA off on a CPU-only TensorFlow), and runs the PyTorch backend eagerly; true as
 on PyTorch, torch.compile; false runs every backend without them. steps_per_execution
 (options["steps_per_execution"]) defaults to 32 where the backend allows it.
 
-Adam: Keras folds the bias corrections into the learning rate, so its epsilon is added to
-sqrt(v) rather than to sqrt(v_hat): as if PyTorch's eps were eps * sqrt(1 - beta2^t). With
-eps = 1e-8 the two differ by less than 1e-8 relative to the gradient scale after the first
-few hundred steps; the parity check uses SGD, where Keras's form (m <- mu m - lr g; p += m)
-is PyTorch's for a constant learning rate.
+Optimizers are Keras's own, whose forms differ from PyTorch's in two places, both declared below
+and checked by parity against the NumPy reference computing the same form (docs/DESIGN.md):
+Adam folds the bias corrections into the rate and adds eps to sqrt(v), which acts as PyTorch's eps
+divided by sqrt(1 - beta2^t) (32x larger at the first step); SGD's momentum holds steps already
+scaled by their own rate (m <- mu m - lr g; p <- p + m), which under a decaying rate carries the
+old rate into the new epoch.
+
+Training computes the loss and nothing else, as in every other adapter; evaluation runs through
+a second Model over the same layers, compiled with the accuracy metric.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ os.environ.setdefault("KERAS_TORCH_DEVICE", "cuda" if os.environ.get("MNIST_BENC
 import keras  # noqa: E402  (after the device choice above)
 import numpy as np  # noqa: E402
 
-from harness.adapter import Adapter, Unsupported
+from harness.adapter import Adapter, DeviceUnavailable, Unsupported, hidden_pool
 from harness.models import CLASSES, IMAGE_SHAPE, ModelSpec, OptimizerSpec
 
 
@@ -57,11 +61,7 @@ def build_model(spec: ModelSpec) -> keras.Sequential:
 
 
 def keras_optimizer(spec: OptimizerSpec) -> keras.optimizers.Optimizer:
-    """A decaying rate is Keras's ExponentialDecay schedule, in stairs of one epoch.
-
-    With SGD momentum, Keras's velocity holds gradients already scaled by the rate of their own step
-    (m <- mu m - lr g), so under a decaying rate it differs slightly from PyTorch's form.
-    """
+    """A decaying rate is Keras's ExponentialDecay schedule, in stairs of one epoch."""
     b1, b2 = spec.betas
     lr = spec.lr
     if spec.decays:
@@ -70,10 +70,8 @@ def keras_optimizer(spec: OptimizerSpec) -> keras.optimizers.Optimizer:
         return keras.optimizers.SGD(learning_rate=lr, momentum=spec.momentum, nesterov=spec.nesterov)
     if spec.name == "adam":
         return keras.optimizers.Adam(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=spec.eps)
-    if spec.name == "adamw":
-        return keras.optimizers.AdamW(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=spec.eps,
-                                      weight_decay=spec.weight_decay)
-    raise ValueError(f"unknown optimizer {spec.name!r}: use sgd, adam or adamw")
+    return keras.optimizers.AdamW(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=spec.eps,
+                                  weight_decay=spec.weight_decay)
 
 
 def prepare_backend(backend: str, device: str, threads: int):
@@ -95,11 +93,13 @@ def prepare_backend(backend: str, device: str, threads: int):
         import torch
 
         torch.set_num_threads(threads)
+        with contextlib.suppress(RuntimeError):  # possible only before the first parallel work
+            torch.set_num_interop_threads(threads)
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         has_gpu = torch.cuda.is_available()
     if device == "gpu" and not has_gpu:
-        raise Unsupported(f"Keras's {backend} backend sees no GPU here")
+        raise DeviceUnavailable(f"Keras's {backend} backend sees no GPU here")
     if backend == "torch":  # placed at import by KERAS_TORCH_DEVICE
         return contextlib.nullcontext
     return lambda: keras.device("gpu:0" if device == "gpu" else "cpu:0")
@@ -134,34 +134,23 @@ class KerasAdapter(Adapter):
     variant_modules = {"tensorflow": ("tensorflow",), "jax": ("jax",), "torch": ("torch",)}
     variant_devices = {"tensorflow": ("cpu",), "jax": ("cpu", "gpu"), "torch": ("cpu", "gpu")}
     variant_library = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}  # whose matmul is its ceiling
+    adam_epsilon = "sqrt_v"
+    sgd_momentum = "step"
 
-    def __init__(
-        self,
-        model: ModelSpec,
-        optimizer: OptimizerSpec,
-        *,
-        device: str,
-        variant: str,
-        seed: int,
-        threads: int,
-        options: dict,
-    ) -> None:
-        super().__init__(model, optimizer, device=device, variant=variant, seed=seed, threads=threads, options=options)
-        if keras.backend.backend() != variant:
-            raise Unsupported(f"Keras was imported with the {keras.backend.backend()} backend, not {variant}")
-        self.device_scope = prepare_backend(variant, device, threads)
-        self.eval_batch_size = int(options.get("eval_batch_size", 1000))
-        self.jit_compile = options.get("jit_compile", "auto")
-        keras.utils.set_random_seed(seed)
+    def build(self) -> None:
+        if keras.backend.backend() != self.variant:
+            raise Unsupported(f"Keras was imported with the {keras.backend.backend()} backend, not {self.variant}")
+        self.device_scope = prepare_backend(self.variant, self.device, self.threads)
+        keras.utils.set_random_seed(self.seed)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        jit_compile = self.options.get("jit_compile", "auto")
+        steps = int(self.options.get("steps_per_execution", default_steps_per_execution(self.variant)))
         with self.device_scope():
-            self.net = build_model(model)
-            self.net.compile(
-                optimizer=keras_optimizer(optimizer),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"],
-                jit_compile=self.jit_compile,
-                steps_per_execution=int(options.get("steps_per_execution", default_steps_per_execution(variant))),
-            )
+            self.net = build_model(self.model)
+            self.net.compile(optimizer=keras_optimizer(self.optimizer), loss=loss, jit_compile=jit_compile,
+                             steps_per_execution=steps)
+            self.evaluator = keras.Model(self.net.inputs, self.net.outputs)  # the same layers and weights
+            self.evaluator.compile(loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
 
     def _layers(self) -> dict[str, keras.layers.Layer]:
         return {prefix: self.net.get_layer(prefix) for prefix, _ in self.model.layers}
@@ -218,8 +207,8 @@ class KerasAdapter(Adapter):
 
     def evaluate(self) -> tuple[float, float]:
         with self.device_scope():
-            scores = self.net.evaluate(self.x_eval, self.y_eval, batch_size=self.eval_batch_size, verbose=0,
-                                       return_dict=True)
+            scores = self.evaluator.evaluate(self.x_eval, self.y_eval, batch_size=self.eval_batch_size, verbose=0,
+                                             return_dict=True)
         return float(scores["loss"]), float(scores["accuracy"])
 
     @property
@@ -228,3 +217,16 @@ class KerasAdapter(Adapter):
         how = compiled if self.net.jit_compile else "no jit"  # "auto" resolved by Keras
         steps = self.net.steps_per_execution
         return f"{self.variant} ({how}, {steps} step{'s' if steps > 1 else ''}/call)"
+
+    def thread_pools(self) -> str:
+        if self.variant == "tensorflow":
+            import tensorflow as tf
+
+            threading = tf.config.threading
+            return (f"tensorflow intra-op x{threading.get_intra_op_parallelism_threads()}, "
+                    f"inter-op x{threading.get_inter_op_parallelism_threads()}")
+        if self.variant == "torch":
+            import torch
+
+            return f"torch intra-op x{torch.get_num_threads()}, inter-op x{torch.get_num_interop_threads()}"
+        return hidden_pool("xla-cpu", self.threads)

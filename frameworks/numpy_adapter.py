@@ -18,8 +18,8 @@ import ctypes
 
 import numpy as np
 
-from harness.adapter import Adapter, Unsupported
-from harness.models import ModelSpec, OptimizerSpec
+from harness.adapter import ADAM_EPSILON_FORMS, SGD_MOMENTUM_FORMS, Adapter, DeviceUnavailable, Unsupported
+from harness.models import OptimizerSpec
 
 # ---------------------------------------------------------------------------------------------
 # Layers: forward returns what backward needs; backward writes parameter gradients in place
@@ -170,37 +170,67 @@ def softmax_cross_entropy(logits, labels, xp):
 
 
 class SGD:
-    """v <- momentum * v + g;  p <- p - lr * v   (nesterov: p <- p - lr * (g + momentum * v)), as in PyTorch."""
+    """SGD with momentum, in either published form of its buffer (they agree while the rate is constant).
 
-    def __init__(self, spec: OptimizerSpec, params, xp) -> None:
+    gradient (PyTorch, Optax):  v <- momentum v + g;      p <- p - lr v     (nesterov: p <- p - lr (g + momentum v))
+    step (Keras, Sutskever):    v <- momentum v - lr g;   p <- p + v        (nesterov: p <- p + momentum v - lr g)
+    """
+
+    def __init__(self, spec: OptimizerSpec, params, xp, momentum_form: str = "gradient") -> None:
+        if momentum_form not in SGD_MOMENTUM_FORMS:
+            raise ValueError(f"unknown SGD momentum form {momentum_form!r}: use one of {', '.join(SGD_MOMENTUM_FORMS)}")
         self.spec, self.momentum, self.nesterov = spec, spec.momentum, spec.nesterov
+        self.holds_steps = momentum_form == "step"
         self.velocity = xp.zeros_like(params) if spec.momentum else None
         self.scratch = xp.empty_like(params)
         self.xp, self.t = xp, 0
 
     def step(self, params, grads) -> None:
+        xp, mu, v, step = self.xp, self.momentum, self.velocity, self.scratch
         lr = self.spec.lr_at(self.t)  # the decayed rate of this step's epoch
         self.t += 1
-        step = self.scratch
-        if self.velocity is None:
-            step[...] = grads
-        else:
-            self.velocity *= self.momentum
-            self.velocity += grads
+        if v is None:  # plain SGD
+            xp.multiply(grads, lr, out=step)
+            params -= step
+        elif self.holds_steps:
+            v *= mu
+            xp.multiply(grads, lr, out=step)
+            v -= step  # v <- momentum v - lr g
             if self.nesterov:
-                self.xp.multiply(self.velocity, self.momentum, out=step)
-                step += grads
+                xp.multiply(v, mu, out=step)
+                params += step
+                xp.multiply(grads, lr, out=step)
+                params -= step
             else:
-                step[...] = self.velocity
-        step *= lr
-        params -= step
+                params += v
+        else:
+            v *= mu
+            v += grads  # v <- momentum v + g
+            if self.nesterov:
+                xp.multiply(v, mu, out=step)
+                step += grads
+                step *= lr
+            else:
+                xp.multiply(v, lr, out=step)
+            params -= step
 
 
 class Adam:
-    """Adam as in PyTorch and Optax (eps outside the square root); AdamW first shrinks p by (1 - lr * wd)."""
+    """Adam, and AdamW (which first shrinks p by 1 - lr * weight_decay), in either published epsilon form.
 
-    def __init__(self, spec: OptimizerSpec, params, xp) -> None:
+    sqrt_v_hat (PyTorch, Optax):  p <- p - lr * m_hat / (sqrt(v_hat) + eps),  m_hat = m / (1 - b1^t),
+                                  v_hat = v / (1 - b2^t)
+    sqrt_v (Keras; Kingma & Ba's "efficient" form), the corrections folded into the rate:
+                                  p <- p - lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
+    The two differ only through eps, which the second form in effect divides by sqrt(1 - b2^t): at t = 1
+    and beta2 = 0.999 it acts 32x larger, which matters wherever |g| is within a few hundred eps.
+    """
+
+    def __init__(self, spec: OptimizerSpec, params, xp, epsilon_form: str = "sqrt_v_hat") -> None:
+        if epsilon_form not in ADAM_EPSILON_FORMS:
+            raise ValueError(f"unknown Adam epsilon form {epsilon_form!r}: use one of {', '.join(ADAM_EPSILON_FORMS)}")
         self.spec, (self.beta1, self.beta2), self.eps = spec, spec.betas, spec.eps
+        self.epsilon_form = epsilon_form
         self.weight_decay = spec.weight_decay if spec.name == "adamw" else 0.0
         self.m, self.v = xp.zeros_like(params), xp.zeros_like(params)
         self.scratch = xp.empty_like(params)
@@ -217,7 +247,7 @@ class Adam:
             self._update(params[part], grads[part], self.m[part], self.v[part], self.scratch[part])
 
     def _update(self, p, g, m, v, tmp) -> None:
-        xp, b1, b2 = self.xp, self.beta1, self.beta2
+        xp, b1, b2, t = self.xp, self.beta1, self.beta2, self.t
         if self.weight_decay:
             p *= 1 - self.lr * self.weight_decay  # decoupled: not part of the gradient moments
         xp.multiply(g, 1 - b1, out=tmp)
@@ -227,23 +257,22 @@ class Adam:
         tmp *= 1 - b2
         v *= b2
         v += tmp  # v <- b2 v + (1 - b2) g^2
-        # p <- p - lr * m_hat / (sqrt(v_hat) + eps), with m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t)
         xp.sqrt(v, out=tmp)
-        tmp /= (1 - b2**self.t) ** 0.5
-        tmp += self.eps
-        xp.divide(m, tmp, out=tmp)
-        tmp *= self.lr / (1 - b1**self.t)
+        if self.epsilon_form == "sqrt_v_hat":
+            tmp /= (1 - b2**t) ** 0.5  # sqrt(v_hat)
+            tmp += self.eps
+            xp.divide(m, tmp, out=tmp)
+            tmp *= self.lr / (1 - b1**t)  # m_hat / (sqrt(v_hat) + eps), times lr
+        else:
+            tmp += self.eps  # sqrt(v) + eps
+            xp.divide(m, tmp, out=tmp)
+            tmp *= self.lr * (1 - b2**t) ** 0.5 / (1 - b1**t)
         p -= tmp
 
 
-def make_optimizer(spec: OptimizerSpec, params, xp):
-    if spec.weight_decay and spec.name != "adamw":
-        raise ValueError(f"weight_decay is defined only for adamw (decoupled), not for {spec.name}")
-    if spec.name == "sgd":
-        return SGD(spec, params, xp)
-    if spec.name in ("adam", "adamw"):
-        return Adam(spec, params, xp)
-    raise ValueError(f"unknown optimizer {spec.name!r}: use sgd, adam or adamw")
+def make_optimizer(spec: OptimizerSpec, params, xp, adam_epsilon: str = "sqrt_v_hat", sgd_momentum: str = "gradient"):
+    """The optimizer the spec names (OptimizerSpec has checked its settings), over the flat parameter vector."""
+    return SGD(spec, params, xp, sgd_momentum) if spec.name == "sgd" else Adam(spec, params, xp, adam_epsilon)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,19 +280,16 @@ def make_optimizer(spec: OptimizerSpec, params, xp):
 # ---------------------------------------------------------------------------------------------
 
 
-def array_module(variant: str, device: str):
-    """numpy for the CPU variant; cupy (imported only here) for the GPU one."""
-    allowed = NumpyAdapter.variant_devices.get(variant)
-    if allowed is None or device not in allowed:
-        raise Unsupported(f"numpy variant {variant!r} does not run on {device}")
-    if variant == "numpy":
+def array_module(device: str):
+    """numpy on the CPU; cupy (imported only here) on a GPU."""
+    if device == "cpu":
         return np
     try:
         import cupy
 
         cupy.cuda.runtime.getDeviceCount()
     except Exception as error:  # not installed, no driver, no device
-        raise Unsupported(f"cupy cannot use a CUDA device here: {error}") from None
+        raise DeviceUnavailable(f"cupy cannot use a CUDA device here: {error}") from None
     return cupy
 
 
@@ -341,33 +367,25 @@ class NumpyAdapter(Adapter):
     variant_devices = {"numpy": ("cpu",), "cupy": ("gpu",)}
     variant_modules = {"cupy": ("cupy",)}
 
-    def __init__(
-        self,
-        model: ModelSpec,
-        optimizer: OptimizerSpec,
-        *,
-        device: str,
-        variant: str,
-        seed: int,
-        threads: int,
-        options: dict,
-    ) -> None:
-        super().__init__(model, optimizer, device=device, variant=variant, seed=seed, threads=threads, options=options)
-        self.xp = array_module(variant, device)
-        self.dtype = np.dtype(options.get("dtype", "float32"))
-        self.eval_batch_size = int(options.get("eval_batch_size", 1000))
+    def build(self) -> None:
+        if (self.variant == "cupy") != (self.device == "gpu"):
+            raise Unsupported(f"numpy variant {self.variant!r} does not run on {self.device}")
+        self.xp = array_module(self.device)
+        self.dtype = np.dtype(self.options.get("dtype", "float32"))
         if self.xp is np:
-            self._blas_limits = limit_blas_threads(threads)  # kept: it holds the limit
+            self._blas_limits = limit_blas_threads(self.threads)  # kept: it holds the limit
             keep_freed_memory_for_reuse()
-        self.rng = self.xp.random.default_rng(seed)
-        self.conv_layers = [prefix for prefix, _ in model.layers if prefix.startswith("conv")]
-        self.dense_layers = [prefix for prefix, _ in model.layers if prefix.startswith("dense")]
-        shapes = model.param_shapes
-        self.flat_params = self.xp.zeros(model.param_count, self.dtype)
-        self.flat_grads = self.xp.zeros(model.param_count, self.dtype)
+        self.rng = self.xp.random.default_rng(self.seed)
+        self.conv_layers = [prefix for prefix, _ in self.model.layers if prefix.startswith("conv")]
+        self.dense_layers = [prefix for prefix, _ in self.model.layers if prefix.startswith("dense")]
+        shapes = self.model.param_shapes
+        self.flat_params = self.xp.zeros(self.model.param_count, self.dtype)
+        self.flat_grads = self.xp.zeros(self.model.param_count, self.dtype)
         self.params = split_flat(self.flat_params, shapes)
         self.grads = split_flat(self.flat_grads, shapes)
-        self.optimizer_state = make_optimizer(optimizer, self.flat_params, self.xp)
+        # The parity reference computes every published form; the benchmark row, the declared ones.
+        forms = [self.options.get(form, getattr(self, form)) for form in ("adam_epsilon", "sgd_momentum")]
+        self.optimizer_state = make_optimizer(self.optimizer, self.flat_params, self.xp, *forms)
 
     # -- parameters and data -------------------------------------------------------------------
 
@@ -464,16 +482,11 @@ class NumpyAdapter(Adapter):
         self._sync()
         return float(losses.mean(dtype=np.float64))
 
-    def evaluate(self) -> tuple[float, float]:
-        xp, n = self.xp, len(self.x_eval)
-        loss_sum, correct = xp.zeros((), np.float64), xp.zeros((), np.int64)
-        for start in range(0, n, self.eval_batch_size):
-            x, y = self.x_eval[start : start + self.eval_batch_size], self.y_eval[start : start + self.eval_batch_size]
-            logits, _ = self.forward(x, train=False)
-            loss_sum += -log_softmax(logits, xp)[xp.arange(len(y)), y].sum(dtype=np.float64)
-            correct += (logits.argmax(axis=1) == y).sum()
-        self._sync()
-        return float(loss_sum) / n, int(correct) / n
+    def eval_chunk(self, rows: slice):
+        x, y = self.x_eval[rows], self.y_eval[rows]
+        logits, _ = self.forward(x, train=False)
+        loss = -log_softmax(logits, self.xp)[self.xp.arange(len(y)), y].sum(dtype=np.float64)
+        return loss, (logits.argmax(axis=1) == y).sum()
 
     def _sync(self) -> None:
         """Wait for queued GPU kernels, so the caller's timer measures the work (numpy is synchronous)."""
@@ -493,7 +506,7 @@ class NumpyAdapter(Adapter):
     @staticmethod
     def matmul_probe(device: str, size: int, threads: int):
         """One float32 product in numpy's BLAS (cuBLAS through CuPy on a GPU), into a preallocated result."""
-        xp = array_module("numpy" if device == "cpu" else "cupy", device)
+        xp = array_module(device)
         if xp is np:
             limit_blas_threads(threads)
         rng = xp.random.default_rng(0)

@@ -27,7 +27,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from harness.adapter import Adapter, Unsupported
+from harness.adapter import Adapter, DeviceUnavailable
 from harness.models import ModelSpec, OptimizerSpec
 
 
@@ -99,25 +99,13 @@ class TensorflowAdapter(Adapter):
     devices = ("cpu", "gpu")
     models = ("mlp", "cnn")
 
-    def __init__(
-        self,
-        model: ModelSpec,
-        optimizer: OptimizerSpec,
-        *,
-        device: str,
-        variant: str,
-        seed: int,
-        threads: int,
-        options: dict,
-    ) -> None:
-        super().__init__(model, optimizer, device=device, variant=variant, seed=seed, threads=threads, options=options)
-        self.tf_device = self._device(device, threads)
-        self.eval_batch_size = int(options.get("eval_batch_size", 1000))
+    def build(self) -> None:
+        self.tf_device = self._device(self.device, self.threads)
         with tf.device(self.tf_device):
-            self.net = Model(model, seed)
+            self.net = Model(self.model, self.seed)
             self.variables = list(self.net.params.values())
-            self.optimizer_state = Optimizer(optimizer, self.variables)
-        compile_with_xla = variant == "xla"
+            self.optimizer_state = Optimizer(self.optimizer, self.variables)
+        compile_with_xla = self.variant == "xla"
         self.train_step = tf.function(self._train_step, jit_compile=compile_with_xla)
         self.eval_step = tf.function(self._eval_step, jit_compile=compile_with_xla)
 
@@ -130,7 +118,7 @@ class TensorflowAdapter(Adapter):
             pass
         tf.config.experimental.enable_tensor_float_32_execution(False)  # full float32 products on GPUs
         if device == "gpu" and not tf.config.list_physical_devices("GPU"):
-            raise Unsupported("TensorFlow sees no GPU here (tensorflow-cpu, or no CUDA): pip install tensorflow")
+            raise DeviceUnavailable("TensorFlow sees no GPU here (tensorflow-cpu, or no CUDA): pip install tensorflow")
         return "/GPU:0" if device == "gpu" else "/CPU:0"
 
     def set_params(self, params: dict[str, np.ndarray]) -> None:
@@ -168,12 +156,14 @@ class TensorflowAdapter(Adapter):
             losses = [self.train_step(indices) for indices in batches]
             return float(tf.reduce_mean(tf.stack(losses)))  # reading the value waits for every step
 
-    def evaluate(self) -> tuple[float, float]:
-        n, size = int(self.x_eval.shape[0]), self.eval_batch_size
+    def eval_chunk(self, rows: slice):
         with tf.device(self.tf_device):
-            totals = [self.eval_step(self.x_eval[s : s + size], self.y_eval[s : s + size]) for s in range(0, n, size)]
-            loss, correct = tf.reduce_sum(tf.stack([tf.stack(t) for t in totals]), axis=0).numpy()
-        return float(loss) / n, float(correct) / n
+            return self.eval_step(self.x_eval[rows], self.y_eval[rows])
+
+    def thread_pools(self) -> str:
+        threading = tf.config.threading
+        return (f"tensorflow intra-op x{threading.get_intra_op_parallelism_threads()}, "
+                f"inter-op x{threading.get_inter_op_parallelism_threads()}")
 
     @property
     def backend(self) -> str:

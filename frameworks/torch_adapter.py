@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.adapter import Adapter, Unsupported
+from harness.adapter import Adapter, DeviceUnavailable, Unsupported
 from harness.models import CLASSES, IMAGE_SHAPE, ModelSpec, OptimizerSpec
 
 # ---------------------------------------------------------------------------------------------
@@ -119,18 +119,12 @@ def make_optimizer(spec: OptimizerSpec, params) -> torch.optim.Optimizer:
     On the CPU the default is a loop of a dozen ops per tensor (foreach is GPU-only): fused Adam makes
     the MLP's whole step 19% faster here.
     """
-    if spec.weight_decay and spec.name != "adamw":
-        raise ValueError(f"weight_decay is defined only for adamw (decoupled), not for {spec.name}")
     # A decaying rate is a tensor, changed in place each epoch: a float would make torch.compile recompile.
     lr = torch.tensor(spec.lr) if spec.decays else spec.lr
     if spec.name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=spec.momentum, nesterov=spec.nesterov)
-    if spec.name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=spec.betas, eps=spec.eps, fused=True)
-    if spec.name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay,
-                                 fused=True)
-    raise ValueError(f"unknown optimizer {spec.name!r}: use sgd, adam or adamw")
+    adam = torch.optim.AdamW if spec.name == "adamw" else torch.optim.Adam
+    return adam(params, lr=lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay, fused=True)
 
 
 def torch_device(device: str) -> torch.device:
@@ -140,7 +134,7 @@ def torch_device(device: str) -> torch.device:
         raise Unsupported(f"torch has no device {device!r}")
     if not torch.cuda.is_available():
         reason = "this torch is a CPU-only build" if torch.version.cuda is None else "no CUDA device or driver found"
-        raise Unsupported(f"CUDA is not available to PyTorch: {reason} (torch {torch.__version__})")
+        raise DeviceUnavailable(f"CUDA is not available to PyTorch: {reason} (torch {torch.__version__})")
     return torch.device("cuda")
 
 
@@ -200,34 +194,23 @@ class TorchAdapter(Adapter):
     # would include a full compile or almost none, depending on what ran before it.
     variant_env = {"compile": {"TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"}}
 
-    def __init__(
-        self,
-        model: ModelSpec,
-        optimizer: OptimizerSpec,
-        *,
-        device: str,
-        variant: str,
-        seed: int,
-        threads: int,
-        options: dict,
-    ) -> None:
-        super().__init__(model, optimizer, device=device, variant=variant, seed=seed, threads=threads, options=options)
-        if variant not in self.variants:
-            raise Unsupported(f"torch has no variant {variant!r}")
-        self.torch_device = torch_device(device)
-        set_threads(threads)
+    def build(self) -> None:
+        self.torch_device = torch_device(self.device)
+        set_threads(self.threads)
         use_full_float32()
-        torch.manual_seed(seed)
-        self.eval_batch_size = int(options.get("eval_batch_size", 1000))
-        channels_last = options.get("channels_last", model.name == "cnn")
+        torch.manual_seed(self.seed)
+        channels_last = self.options.get("channels_last", self.model.name == "cnn")
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.feature_map = flattened_feature_map(model)
-        self.net = (mlp if model.name == "mlp" else cnn)(model)
+        self.feature_map = flattened_feature_map(self.model)
+        self.net = (mlp if self.model.name == "mlp" else cnn)(self.model)
         self.net.to(self.torch_device, memory_format=self.memory_format)
-        self.optimizer_state = make_optimizer(optimizer, self.net.parameters())
+        self.optimizer_state = make_optimizer(self.optimizer, self.net.parameters())
         self.steps_done = 0
         self.train_step, self.eval_step = self._train_step, self._eval_step
-        if variant == "compile":
+        if self.variant == "compile":
+            # Every adapter compiles afresh, as in a cell's own process: parity builds several in one, and
+            # Dynamo's recompile limit would otherwise send the later ones back to eager without a word.
+            torch._dynamo.reset()
             # Static shapes: one graph per batch size (the training batch, the eval chunk and its remainder).
             self.train_step = torch.compile(self._train_step, dynamic=False)
             self.eval_step = torch.compile(self._eval_step, dynamic=False)
@@ -246,8 +229,8 @@ class TorchAdapter(Adapter):
 
     def get_params(self) -> dict[str, np.ndarray]:
         state = {name: value.detach().cpu().numpy() for name, value in self.net.state_dict().items()}
-        return {
-            name: np.ascontiguousarray(to_canonical(name, state[torch_name(name)], self.feature_map))
+        return {  # copies: on the CPU, .numpy() shares the live parameter's memory
+            name: np.array(to_canonical(name, state[torch_name(name)], self.feature_map), order="C")
             for name in self.model.param_shapes
         }
 
@@ -293,17 +276,11 @@ class TorchAdapter(Adapter):
 
     def evaluate(self) -> tuple[float, float]:
         self.net.eval()
-        n = len(self.x_eval)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.torch_device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.torch_device)
         with torch.no_grad():
-            for start in range(0, n, self.eval_batch_size):
-                chunk = slice(start, start + self.eval_batch_size)
-                chunk_loss, chunk_correct = self.eval_step(self.x_eval[chunk], self.y_eval[chunk])
-                loss_sum += chunk_loss
-                correct += chunk_correct
-        self._sync()
-        return loss_sum.item() / n, correct.item() / n
+            return super().evaluate()
+
+    def eval_chunk(self, rows: slice):
+        return self.eval_step(self.x_eval[rows], self.y_eval[rows])
 
     def _sync(self) -> None:
         """Wait for queued CUDA kernels, so the caller's timer measures the work (CPU ops are synchronous)."""
@@ -314,6 +291,10 @@ class TorchAdapter(Adapter):
     def backend(self) -> str:
         base = f"cuda {torch.version.cuda}" if self.torch_device.type == "cuda" else cpu_backend(self.model.name)
         return f"inductor ({base})" if self.variant == "compile" else base
+
+    def thread_pools(self) -> str:
+        threads = f"intra-op x{torch.get_num_threads()}, inter-op x{torch.get_num_interop_threads()}"
+        return f"torch {threads} ({cpu_library() if self.torch_device.type == 'cpu' else 'cuda'})"
 
     def peak_device_memory_mb(self) -> float | None:
         if self.torch_device.type != "cuda":

@@ -17,6 +17,7 @@ import ast
 import importlib
 import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +31,14 @@ ROOT = Path(__file__).resolve().parent.parent
 FRAMEWORKS_DIR = ROOT / "frameworks"
 DECLARED = (
     "name", "extra", "modules", "variants", "models", "devices", "variant_env", "variant_modules", "variant_devices",
-    "variant_library",
+    "variant_library", "adam_epsilon", "sgd_momentum",
 )
+# Where Adam adds epsilon: to sqrt(v_hat) (PyTorch, Optax), or to sqrt(v) with the bias corrections
+# folded into the rate (Keras). The NumPy reference computes both; parity checks each adapter in its own.
+ADAM_EPSILON_FORMS = ("sqrt_v_hat", "sqrt_v")
+# What SGD's momentum buffer holds: gradients, scaled by the rate at each step (PyTorch, Optax), or
+# steps already scaled by their own rate (Keras). Equal under a constant rate; not across a decay.
+SGD_MOMENTUM_FORMS = ("gradient", "step")
 
 
 class Unsupported(Exception):
@@ -42,12 +49,26 @@ class Unsupported(Exception):
     """
 
 
+class DeviceUnavailable(Unsupported):
+    """Raised by an adapter whose device is not here (no GPU, or a framework build without CUDA).
+
+    A skip for this reason says nothing about the adapter: parity accepts it, as it accepts a
+    variant declared for another device; any other skip of an installed adapter fails parity.
+    """
+
+
 class Adapter:
-    """Base class of every framework adapter (see DESIGN.md, 'The adapter contract')."""
+    """Base class of every framework adapter (docs/DESIGN.md, "The adapter contract").
+
+    The harness constructs it with the cell's settings, which __init__ stores (see the attributes
+    below), and then calls, in order: set_params, load_data, and train_epoch / evaluate per epoch.
+    A subclass writes build() and the five methods marked abstract; the chunked evaluation loop
+    is here, and the optimizer settings were checked by OptimizerSpec before they arrive.
+    """
 
     name: ClassVar[str]  # registry key and the `framework` column
     extra: ClassVar[str]  # pip extra that installs the framework: pip install -e '.[extra]'
-    modules: ClassVar[tuple[str, ...]] = ()  # importable modules every variant needs
+    modules: ClassVar[tuple[str, ...]] = ()  # importable modules every variant needs (a submodule is fine)
     variants: ClassVar[tuple[str, ...]] = ("default",)  # the first is the default row
     models: ClassVar[tuple[str, ...]] = ("mlp", "cnn")
     devices: ClassVar[tuple[str, ...]] = ("cpu",)  # "cpu", "gpu"
@@ -55,6 +76,8 @@ class Adapter:
     variant_modules: ClassVar[dict[str, tuple[str, ...]]] = {}  # extra modules a variant needs
     variant_devices: ClassVar[dict[str, tuple[str, ...]]] = {}  # a variant's devices, where narrower
     variant_library: ClassVar[dict[str, str]] = {}  # the adapter whose matmul_probe is a variant's ceiling
+    adam_epsilon: ClassVar[str] = "sqrt_v_hat"  # where the framework's Adam adds eps (ADAM_EPSILON_FORMS)
+    sgd_momentum: ClassVar[str] = "gradient"  # what its SGD momentum buffer holds (SGD_MOMENTUM_FORMS)
 
     def __init__(
         self,
@@ -69,6 +92,16 @@ class Adapter:
     ) -> None:
         self.model, self.optimizer, self.device, self.variant = model, optimizer, device, variant
         self.seed, self.threads, self.options = seed, threads, options
+        self.eval_batch_size = int(options.get("eval_batch_size", 1000))
+        self.build()
+
+    def build(self) -> None:
+        """Set the threads, seed the framework's randomness (dropout), build the network and the optimizer.
+
+        Raise Unsupported("why") when the cell cannot run here (a GPU cell without a GPU): the runner
+        records it as skipped with that reason.
+        """
+        raise NotImplementedError  # abstract
 
     def set_params(self, params: dict[str, np.ndarray]) -> None:
         """Load parameters given in canonical names and layout (see harness.models)."""
@@ -79,7 +112,11 @@ class Adapter:
         raise NotImplementedError  # abstract
 
     def load_data(self, x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray) -> None:
-        """Move the data to the device once: x float32 NHWC (N, 28, 28, 1), y int32 labels."""
+        """Move the data to the device once, as self.x_train, ..., self.y_eval: x float32 NHWC (N, 28, 28, 1), y int32.
+
+        The arrays arrive resident in host memory; whatever the adapter keeps must be resident on its
+        device when this returns (no lazy copies or page faults inside a timed epoch).
+        """
         raise NotImplementedError  # abstract
 
     def train_epoch(self, batches: np.ndarray) -> float:
@@ -89,14 +126,35 @@ class Adapter:
         """
         raise NotImplementedError  # abstract
 
+    def eval_chunk(self, rows: slice):
+        """(summed cross-entropy, number correct) of x_eval[rows], dropout off, as the framework's scalars."""
+        raise NotImplementedError  # abstract, unless evaluate is overridden
+
     def evaluate(self) -> tuple[float, float]:
-        """(mean cross-entropy, accuracy) on the eval split, dropout off; blocks until done."""
-        raise NotImplementedError  # abstract
+        """(mean cross-entropy, accuracy) on the eval split, dropout off, in chunks of eval_batch_size.
+
+        The chunks' sums stay on the device until the end: float() reads (and waits for) them once.
+        """
+        n, size = len(self.y_eval), self.eval_batch_size
+        loss, correct = 0, 0
+        for start in range(0, n, size):
+            chunk_loss, chunk_correct = self.eval_chunk(slice(start, start + size))
+            loss, correct = loss + chunk_loss, correct + chunk_correct
+        return float(loss) / n, float(correct) / n
 
     @property
     def backend(self) -> str:
-        """What computes underneath (BLAS, XLA, a Keras backend): the `backend` column."""
-        return ""
+        """What computes underneath (BLAS, XLA, a Keras backend): the `backend` column; the variant by default."""
+        return self.variant
+
+    def thread_pools(self) -> str:
+        """What the row computes with and its threads, as the framework reports them: the `thread_pools` column.
+
+        The default lists the BLAS and OpenMP pools threadpoolctl finds in this process, which is right
+        for a framework that computes with them; one with its own pools (PyTorch's, XLA's, TensorFlow's)
+        overrides this to name them, or to say that it cannot see them.
+        """
+        return loaded_thread_pools()
 
     def peak_device_memory_mb(self) -> float | None:
         """Peak accelerator memory of this process, where the framework exposes it."""
@@ -115,6 +173,24 @@ class Adapter:
         raise Unsupported("this adapter defines no matmul_probe: its rows get no own-ceiling column")
 
 
+def hidden_pool(library: str, threads: int) -> str:
+    """thread_pools for a library whose pool cannot be sized or seen (XLA:CPU): only the affinity holds it."""
+    return f"{library}: its own thread pool, which it cannot size or show (held to {threads} cores by affinity)"
+
+
+def loaded_thread_pools() -> str:
+    """The BLAS and OpenMP libraries loaded in this process, with the kernel each picked and its threads."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl is not installed: the pools cannot be seen"
+    described = []
+    for pool in threadpool_info():
+        parts = [pool.get("internal_api"), pool.get("version"), pool.get("architecture")]
+        described.append(" ".join(str(p) for p in parts if p) + f" x{pool.get('num_threads')}")
+    return "; ".join(described)
+
+
 @dataclass(frozen=True)
 class AdapterInfo:
     """An adapter's declarations, read from its source without importing it."""
@@ -131,6 +207,8 @@ class AdapterInfo:
     variant_modules: dict[str, tuple[str, ...]] = field(default_factory=dict)
     variant_devices: dict[str, tuple[str, ...]] = field(default_factory=dict)
     variant_library: dict[str, str] = field(default_factory=dict)
+    adam_epsilon: str = "sqrt_v_hat"
+    sgd_momentum: str = "gradient"
     has_probe: bool = False  # defines matmul_probe
 
     def library(self, variant: str) -> str:
@@ -148,7 +226,7 @@ class AdapterInfo:
     def missing_modules(self, variant: str | None = None) -> list[str]:
         """Modules this adapter (or variant) needs that are not importable, found without importing."""
         needed = list(self.modules) + list(self.variant_modules.get(variant, ()))
-        return [m for m in needed if importlib.util.find_spec(m) is None]
+        return [m for m in needed if not module_installed(m)]
 
     def unsupported(self, model: str, device: str, variant: str) -> str | None:
         """Why this adapter cannot run the cell, or None when it can (GPU presence is the worker's to check)."""
@@ -163,20 +241,44 @@ class AdapterInfo:
             return f"{', '.join(missing)} not installed: {self.install_command}"
         return None
 
-    @property
-    def module(self) -> str:
-        """Dotted module name, relative to the project root (frameworks.numpy_adapter)."""
-        return ".".join(self.path.relative_to(ROOT).with_suffix("").parts)
-
     def job(self, variant: str) -> dict:
         """What a worker process needs to import and build this adapter."""
-        return {"module": self.module, "class": self.class_name, "env": self.variant_env.get(variant, {})}
+        return {"path": str(self.path), "class": self.class_name, "env": self.variant_env.get(variant, {})}
+
+
+def module_installed(name: str) -> bool:
+    """Whether a module (or a submodule, "pkg.sub") can be imported, found without importing anything.
+
+    find_spec on a dotted name would import its parent package (a whole framework): a submodule is
+    looked for as a file or folder inside the parent's location instead.
+    """
+    top, *rest = name.split(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not rest:
+        return spec is not None
+    for location in spec.submodule_search_locations or ():
+        base = Path(location).joinpath(*rest)
+        if base.is_dir() or base.with_suffix(".py").is_file() or any(base.parent.glob(f"{base.name}.*.so")):
+            return True
+    return False
 
 
 def load_adapter(job: dict) -> type[Adapter]:
-    """Set the variant's environment, import the adapter module (and so its framework), return the class."""
+    """Set the variant's environment, import the adapter's file (and so its framework), return the class.
+
+    A file in frameworks/ is imported as frameworks.<name>_adapter; one from another folder
+    (MNIST_BENCH_ADAPTERS) under its own file name.
+    """
     os.environ.update(job["env"])
-    return getattr(importlib.import_module(job["module"]), job["class"])
+    path = Path(job["path"])
+    if path.parent == FRAMEWORKS_DIR:
+        module = importlib.import_module(f"frameworks.{path.stem}")
+    else:
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+    return getattr(module, job["class"])
 
 
 def _literal_attributes(node: ast.ClassDef) -> dict:
@@ -207,12 +309,19 @@ def _adapter_infos(path: Path):
                 yield AdapterInfo(path=path, class_name=node.name, has_probe=has_probe, **attributes)
 
 
-def discover(directory: Path = FRAMEWORKS_DIR) -> dict[str, AdapterInfo]:
-    """Every adapter declared in frameworks/*_adapter.py, by name, in a stable order."""
+def adapter_folders() -> list[Path]:
+    """frameworks/, then any folders named in MNIST_BENCH_ADAPTERS (os.pathsep-separated), e.g. a new adapter's."""
+    extra = [Path(p) for p in os.environ.get("MNIST_BENCH_ADAPTERS", "").split(os.pathsep) if p]
+    return [FRAMEWORKS_DIR, *extra]
+
+
+def discover(directory: Path | None = None) -> dict[str, AdapterInfo]:
+    """Every adapter declared in <folder>/*_adapter.py (by default adapter_folders()), by name, in a stable order."""
     found: dict[str, AdapterInfo] = {}
-    for path in sorted(directory.glob("*_adapter.py")):
-        for info in _adapter_infos(path):
-            found[info.name] = info
+    for folder in [directory] if directory else adapter_folders():
+        for path in sorted(folder.glob("*_adapter.py")):
+            for info in _adapter_infos(path):
+                found[info.name] = info
     order = ["numpy", "torch", "jax", "keras", "tensorflow"]
     return dict(sorted(found.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
 

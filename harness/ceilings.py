@@ -1,4 +1,4 @@
-"""Matrix-product ceilings, measured in the same run as the rows they judge.
+"""Matrix-product ceilings: what each library's float32 product reaches on this machine.
 
 Efficiency says how much of what the machine can do a row achieves, against two references:
   - the machine's peak: the best large float32 product of any installed library on the device;
@@ -8,15 +8,25 @@ Each library's product C = A @ B (square, `matmul_size` on a side) is timed in a
 set up exactly like a cell's (same threads, CPU affinity and BLAS environment): the best of
 repeated products after two warm-up ones, for at least MIN_REPEATS and BUDGET_S seconds.
 
-Achieved FLOP/s counts the model's nominal training FLOPs (harness/models.py) per second of a
-steady epoch, so it includes whatever else the step does (activations, the optimizer, Python).
+A ceiling belongs to a machine and a library version, not to a run: it is measured once and
+cached (~/.cache/mnist-bench/ceilings.json), keyed by everything that decides it (CPU, usable
+cores, threads, device, size, the BLAS variables, the library's versions). `ceilings = "cached"`
+(the default) measures only what the cache lacks, every installed library included, so the
+machine's peak stays the best of them all; "measure" times every library again in this run (the
+reference configs do), "off" skips them. environment.json says where each figure came from.
+
+Achieved FLOP/s counts the model's training FLOPs (harness/models.py) per second of a steady
+epoch, so it includes whatever else the step does (activations, the optimizer, Python).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.config import Config
@@ -52,20 +62,69 @@ def libraries_to_probe(config: Config) -> dict[str, str]:
     return chosen
 
 
-def measure(config: Config, folder: Path, progress: bool = True) -> dict:
-    """Every library's ceiling on the config's device, each in its own worker; for environment.json."""
+def cache_path() -> Path:
+    from harness.data import cache_root
+
+    return cache_root() / "ceilings.json"
+
+
+def fingerprint(config: Config, library: str, worker_env: dict[str, str]) -> str:
+    """What decides a library's product speed here: a changed CPU, setting or version is a new key."""
+    from harness import environment
+
+    cpu = environment.cpu()
+    facts = {
+        "cpu": [cpu["model"], cpu["family_model_stepping"], cpu["flags"], cpu["usable_cores"]],
+        "threads": config.threads, "device": config.device, "size": config.matmul_size,
+        "gpus": [g.get("name") for g in environment.gpus()] if config.device == "gpu" else [],
+        "variables": environment.steering_variables(worker_env),
+        "versions": environment.module_versions(config.adapters[library].modules),
+        "library": library,
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def measure(config: Config, folder: Path, progress: bool = True, cache: Path | None = None) -> dict:
+    """Every installed library's ceiling on the config's device, for environment.json.
+
+    Each library not cached for this machine (or every one, with ceilings = "measure") is timed in
+    its own worker; the cache keeps the results. {} when ceilings = "off".
+    """
+    from harness.results import atomic_write
     from harness.runner import CellProcess, worker_environment
 
-    size = config.matmul_size
+    if config.ceilings == "off":
+        return {}
+    cache = cache or cache_path()
+    cached = _read_cache(cache)
+    env, size = worker_environment(config), config.matmul_size
     results = {}
     for library, variant in libraries_to_probe(config).items():
+        key = fingerprint(config, library, env)
+        if config.ceilings == "cached" and key in cached:
+            results[library] = {**cached[key], "source": f"cached (measured {cached[key]['time_utc']})"}
+            continue
         if progress:
             print(f"matmul ceiling: {library} ({size}x{size} float32)", file=sys.stderr)
         info = config.adapters[library]
         job = {"mode": "matmul", "adapter": info.job(variant), "device": config.device, "size": size,
                "config": config.values}
-        worker = CellProcess(job, folder / "logs" / f"matmul-{library}.log", worker_environment(config))
-        results[library] = {k: v for k, v in worker.outcome(TIMEOUT_S).items() if k != "event"}
+        worker = CellProcess(job, folder / "logs" / f"matmul-{library}.log", env)
+        outcome = {k: v for k, v in worker.outcome(TIMEOUT_S).items() if k not in ("event", "device_unavailable")}
+        results[library] = {**outcome, "source": "measured in this run"}
+        if outcome.get("status") == "ok":
+            cached[key] = {**outcome, "time_utc": datetime.now(UTC).isoformat(timespec="seconds")}
+    try:
+        atomic_write(cache, json.dumps(cached, indent=1) + "\n")
+    except OSError as error:  # an unwritable cache costs time next run, nothing else
+        print(f"note: the ceilings cache {cache} cannot be written ({error})", file=sys.stderr)
     return summarise(results, size, config.device)
 
 

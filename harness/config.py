@@ -70,7 +70,8 @@ TOP = {
     "batch_size": (int, 128, _positive),
     "eval_batch_size": (int, 1000, _positive),
     "blas": (str, "environment", _choice("environment", "native")),
-    "matmul_size": (int, 4096, _non_negative),
+    "matmul_size": (int, 4096, _positive),
+    "ceilings": (str, "cached", _choice("cached", "measure", "off")),
 }
 OPTIMIZER = {
     "name": (str, "adam", _choice("sgd", "adam", "adamw")),
@@ -148,6 +149,11 @@ class Config:
             for variant in self.variants[framework]
             for repeat in range(self.repeats)
         ]
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a cpuset container's share), not all the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _check_table(table: dict, schema: dict, where: str) -> dict:
@@ -242,7 +248,7 @@ def resolve(raw: dict, name: str, overrides: dict | None = None, adapters: dict 
     if values["device"] == "auto":
         values["device"] = "gpu" if gpu_present() else "cpu"
     if values["threads"] == 0:
-        values["threads"] = os.cpu_count() or 1
+        values["threads"] = available_cpus()
     adapters = adapters if adapters is not None else discover()
     values["frameworks"] = _expand_frameworks(values["frameworks"], adapters)
     values["variants"] = _resolve_variants(tables["variants"], values["frameworks"], adapters, values["device"])

@@ -36,6 +36,40 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def module_versions(modules) -> dict[str, str]:
+    """Module -> "distribution version" for each importable module named (a submodule counts as its package).
+
+    Found from installed metadata, without importing anything: tensorflow -> "tensorflow-cpu 2.21.0".
+    """
+    import functools
+
+    @functools.cache
+    def distributions() -> dict[str, list[str]]:
+        return importlib.metadata.packages_distributions()
+
+    versions = {}
+    for module in modules:
+        names = distributions().get(module.split(".")[0], [])
+        found = []
+        for name in dict.fromkeys(names):
+            try:
+                found.append(f"{name} {importlib.metadata.version(name)}")
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        versions[module] = ", ".join(found) or "not installed"
+    return versions
+
+
+def adapter_versions(config) -> dict[str, dict[str, str]]:
+    """For every framework in the run: the versions of every module it and its chosen variants declare."""
+    found = {}
+    for framework in config.frameworks:
+        info = config.adapters[framework]
+        modules = [*info.modules, *(m for v in config.variants[framework] for m in info.variant_modules.get(v, ()))]
+        found[framework] = module_versions(dict.fromkeys(modules))
+    return found
+
+
 def cpu_model() -> str:
     return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
@@ -107,7 +141,8 @@ def steering_variables(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in sorted(env.items()) if k.startswith(ENV_PREFIXES)}
 
 
-def collect(threads: int, worker_env: dict[str, str] | None = None, matmul: dict | None = None) -> dict:
+def collect(threads: int, worker_env: dict[str, str] | None = None, matmul: dict | None = None,
+            config=None) -> dict:
     """Everything above, as written to environment.json beside every run.
 
     `worker_env` is the environment every cell ran with (thread counts, and OpenBLAS's variables
@@ -123,6 +158,7 @@ def collect(threads: int, worker_env: dict[str, str] | None = None, matmul: dict
         "memory_gib": memory_gib(),
         "threads": threads,
         "packages": package_versions(),
+        "adapter_modules": adapter_versions(config) if config is not None else {},
         "environment_variables": steering_variables(dict(os.environ)),
         "worker_environment_variables": steering_variables(worker_env if worker_env is not None else dict(os.environ)),
         "matmul": matmul or {},

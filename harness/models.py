@@ -18,6 +18,9 @@ IMAGE_SHAPE = (28, 28, 1)
 CLASSES = 10
 
 
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
 @dataclass(frozen=True)
 class OptimizerSpec:
     """Optimizer settings every adapter maps exactly onto its framework's optimizer.
@@ -38,6 +41,17 @@ class OptimizerSpec:
     weight_decay: float = 0.0
     lr_decay: float = 1.0
     steps_per_epoch: int = 0  # set by the worker from the training set and batch size
+
+    def __post_init__(self) -> None:
+        """Settings no framework could map: refused here, once, for every adapter."""
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.name!r}: use {', '.join(OPTIMIZERS)}")
+        if self.weight_decay and self.name != "adamw":
+            raise ValueError(f"weight_decay is defined only for adamw (decoupled), not for {self.name}")
+        if self.nesterov and not (self.name == "sgd" and self.momentum > 0):
+            raise ValueError("nesterov needs sgd with a momentum above 0")
+        if self.name != "sgd" and self.momentum:
+            raise ValueError(f"momentum is an sgd setting; {self.name} has betas")
 
     @property
     def decays(self) -> bool:
@@ -120,22 +134,28 @@ class ModelSpec:
         return params
 
     @property
-    def forward_macs(self) -> int:
-        """Multiply-accumulates of one forward pass of one sample (layers with weights only)."""
-        if self.name == "mlp":
-            return sum(a * b for _, (a, b) in self.layers)
+    def layer_macs(self) -> list[int]:
+        """Multiply-accumulates of each weighted layer's forward pass for one sample, in forward order."""
         _, conv_sides = self.feature_map_side(len(self.channels))
-        macs = 0
-        for (_, shape), side in zip(self.layers, conv_sides):
-            macs += side * side * int(np.prod(shape))
-        for _, (a, b) in self.layers[len(self.channels):]:
-            macs += a * b
-        return macs
+        sides = conv_sides if self.name == "cnn" else []
+        return [(sides[i] ** 2 if i < len(sides) else 1) * int(np.prod(shape))
+                for i, (_, shape) in enumerate(self.layers)]
+
+    @property
+    def forward_macs(self) -> int:
+        return sum(self.layer_macs)
 
     @property
     def flops_per_sample(self) -> int:
-        """Training FLOPs per sample: forward + two backward products = 3 x 2 x MACs."""
-        return 6 * self.forward_macs
+        """Training FLOPs per sample: the work a training step does, 2 FLOPs per multiply-accumulate.
+
+        Forward products, the weight gradient of every layer (as many MACs as its forward pass), and
+        the input gradient of every layer but the first: no framework computes the gradient with
+        respect to the images. Elementwise work (activations, pooling, dropout, the optimizer) is not
+        counted; it is what separates a row from the products' own speed.
+        """
+        first, *rest = self.layer_macs
+        return 2 * (2 * first + 3 * sum(rest))
 
 
 def model_spec(name: str, **sizes) -> ModelSpec:

@@ -95,16 +95,19 @@ def ceilings_text(matmul: dict) -> str:
     libraries = matmul.get("libraries", {})
     measured = {k: v for k, v in libraries.items() if v.get("status") == "ok"}
     if not libraries:
-        return "Matrix-product ceilings were not measured (matmul_size = 0), so there are no efficiency figures."
+        return "Matrix-product ceilings were not measured (ceilings = \"off\"), so there are no efficiency figures."
     if not measured:
         return ("No library could measure its matrix-product ceiling on this device (environment.json says why, "
                 "logs/matmul-*.log hold the output), so there are no efficiency figures.")
     size = matmul.get("size")
     ranked = sorted(measured.items(), key=lambda kv: -kv[1]["gflops"])
     listed = ", ".join(f"{name} {r['gflops']:,.0f}" for name, r in ranked)
-    return (f"Matrix-product ceilings ({size}×{size} float32, best of repeats, GFLOP/s): {listed}; "
-            f"the machine's peak is {ranked[0][0]}'s. Training FLOP/s count 6 × the forward "
-            f"multiply-accumulates per sample over a steady epoch, so they include everything else the step does.")
+    cached = sorted(name for name, r in measured.items() if str(r.get("source", "")).startswith("cached"))
+    source = f" ({', '.join(cached)} from the cache of earlier measurements here)" if cached else ""
+    return (f"Matrix-product ceilings ({size}×{size} float32, best of repeats, GFLOP/s): {listed}{source}; "
+            f"the machine's peak is {ranked[0][0]}'s. Training FLOP/s count the products a step computes "
+            f"(forward, weight gradients, and input gradients of every layer but the first) over a steady "
+            f"epoch, so they include everything else the step does.")
 
 
 def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots: dict | None = None) -> str:

@@ -58,6 +58,7 @@ def load_dataset(job: dict):
         eval_split=values["eval_split"],
         standardize=values["standardize"],
         allow_download=False,
+        resident=True,  # every adapter gets its data in memory: none pages it in inside a timed epoch
     )
 
 
@@ -113,19 +114,6 @@ def _model_spec(job: dict):
     return model_spec(cell["model"], **settings)
 
 
-def thread_pools() -> str:
-    """The BLAS and OpenMP libraries loaded in this process, with the kernel each picked and its threads."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return ""
-    described = []
-    for pool in threadpool_info():
-        parts = [pool.get("internal_api"), pool.get("version"), pool.get("architecture")]
-        described.append(" ".join(str(p) for p in parts if p) + f" x{pool.get('num_threads')}")
-    return "; ".join(described)
-
-
 def peak_rss_mb() -> float:
     """This process's peak resident memory since it started.
 
@@ -176,47 +164,55 @@ def train(job: dict) -> None:
             emit("done", status="diverged", error=f"training loss became {loss} in epoch {epoch}")
             return
     emit("done", status="ok", peak_rss_mb=peak_rss_mb(), peak_device_memory_mb=adapter.peak_device_memory_mb(),
-         thread_pools=thread_pools())
+         thread_pools=adapter.thread_pools())
 
 
 def parity(job: dict) -> None:
-    """A few single-batch SGD steps with dropout off; the losses and final parameters for the parity check."""
+    """The parity recipe (harness/parity.py) on this adapter; its observations go to a file for the runner."""
     import numpy as np
 
-    from harness.synthetic import synthetic
+    from harness.parity import observe
 
-    spec = _model_spec(job)
-    steps, batch = job["steps"], job["batch_size"]
-    dataset = synthetic(train=steps * batch, eval=batch, seed=job["cell"]["seed"])
-    adapter = build_adapter(job, spec, steps_per_epoch=1)  # each train_epoch call below is one step
-    adapter.set_params(spec.init_params(job["cell"]["seed"]))
-    adapter.load_data(dataset.x_train, dataset.y_train, dataset.x_eval, dataset.y_eval)
-    order = np.arange(steps * batch, dtype=np.int32).reshape(steps, 1, batch)
-    losses = [adapter.train_epoch(step) for step in order]
-    np.savez(job["params_path"], **adapter.get_params())
-    emit("done", status="ok", losses=losses, backend=adapter.backend)
+    cell, values = job["cell"], job["config"]
+    adapter_class = import_adapter(job)
+    settings = {k: v for k, v in values[cell["model"]].items() if k not in ("epochs", "target_accuracy")}
+    rate = settings.pop("dropout")
+    options = {"eval_batch_size": values["eval_batch_size"], **values["options"].get(cell["framework"], {}),
+               **job.get("options", {})}
+
+    built = []
+
+    def make(spec, optimizer):
+        built.append(adapter_class(spec, optimizer, device=cell["device"], variant=cell["variant"],
+                                   seed=cell["seed"], threads=values["threads"], options=options))
+        return built[-1]
+
+    seen = observe(make, cell["model"], settings, rate)
+    np.savez(job["observations_path"], **seen)
+    emit("done", status="ok", backend=built[0].backend)
 
 
 def matmul(job: dict) -> None:
     """Time one large float32 product in the adapter's framework: its ceiling (harness/ceilings.py)."""
+    from harness.adapter import loaded_thread_pools
     from harness.ceilings import time_product
 
     adapter_class = import_adapter(job)
     product, library = adapter_class.matmul_probe(job["device"], job["size"], job["config"]["threads"])
-    emit("done", status="ok", library=library, **time_product(product, job["size"]), thread_pools=thread_pools())
+    emit("done", status="ok", library=library, **time_product(product, job["size"]), thread_pools=loaded_thread_pools())
 
 
 def main() -> None:
     die_with_parent()
     job = json.loads(sys.stdin.read())
     pin_threads(job["config"]["threads"])
-    from harness.adapter import Unsupported
+    from harness.adapter import DeviceUnavailable, Unsupported
 
     modes = {"parity": parity, "matmul": matmul, "train": train}
     try:
         modes[job.get("mode", "train")](job)
     except Unsupported as reason:
-        emit("done", status="skipped", error=str(reason))
+        emit("done", status="skipped", error=str(reason), device_unavailable=isinstance(reason, DeviceUnavailable))
 
 
 if __name__ == "__main__":

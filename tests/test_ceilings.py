@@ -136,24 +136,47 @@ def test_libraries_to_probe_imports_no_framework():
     assert "'numpy'" in result.stdout and "keras" not in result.stdout
 
 
-def test_measure_times_numpy_in_a_worker(tmp_path):
-    config = load_config(SMOKE, adapters={"numpy": discover()["numpy"]})
+def test_measure_times_numpy_in_a_worker_and_caches_it(tmp_path):
+    config = load_config(SMOKE, {"ceilings": "cached"}, adapters={"numpy": discover()["numpy"]})
     config.values["matmul_size"] = 256
-    results = ceilings.measure(config, tmp_path, progress=False)
+    cache = tmp_path / "ceilings.json"
+    results = ceilings.measure(config, tmp_path, progress=False, cache=cache)
     numpy = results["libraries"]["numpy"]
-    assert numpy["status"] == "ok" and "event" not in numpy
+    assert numpy["status"] == "ok" and "event" not in numpy and numpy["source"] == "measured in this run"
     assert 0 < numpy["median_gflops"] <= numpy["gflops"] and numpy["repeats"] >= ceilings.MIN_REPEATS
     assert numpy["library"] and "openblas" in numpy["thread_pools"].lower()
     assert results["peak"] == {"library": "numpy", "gflops": numpy["gflops"]}
     assert results["size"] == 256 and results["device"] == "cpu"
     assert (tmp_path / "logs" / "matmul-numpy.log").exists()
 
+    (tmp_path / "logs" / "matmul-numpy.log").unlink()
+    again = ceilings.measure(config, tmp_path, progress=False, cache=cache)["libraries"]["numpy"]
+    assert again["gflops"] == numpy["gflops"] and again["source"].startswith("cached (measured ")
+    assert not (tmp_path / "logs" / "matmul-numpy.log").exists()  # no worker ran
+    config.values["threads"] = 2  # another setting is another machine state: measured anew
+    assert ceilings.measure(config, tmp_path, progress=False, cache=cache)["libraries"]["numpy"]["source"] == \
+        "measured in this run"
+    config.values.update(threads=1, ceilings="measure")
+    assert ceilings.measure(config, tmp_path, progress=False, cache=cache)["libraries"]["numpy"]["source"] == \
+        "measured in this run"
+    config.values["ceilings"] = "off"
+    assert ceilings.measure(config, tmp_path, progress=False, cache=cache) == {}
+
+
+def test_the_cache_key_changes_with_what_decides_the_speed():
+    config = load_config(SMOKE, adapters={"numpy": discover()["numpy"]})
+    key = ceilings.fingerprint(config, "numpy", {})
+    assert key == ceilings.fingerprint(config, "numpy", {"HOME": "/elsewhere"})  # not a steering variable
+    assert key != ceilings.fingerprint(config, "numpy", {"OPENBLAS_CORETYPE": "Haswell"})
+    config.values["matmul_size"] = 512
+    assert key != ceilings.fingerprint(config, "numpy", {})
+
 
 def test_measure_records_a_library_without_a_probe_as_skipped_and_names_no_peak(tmp_path):
     faulty = replace(discover(ROOT / "tests" / "adapters")["faulty"], has_probe=True)  # only the base class's
     config = load_config(SMOKE, adapters={"numpy": discover()["numpy"]})
-    config = Config(config.name, {**config.values, "matmul_size": 8}, {"faulty": faulty})
-    results = ceilings.measure(config, tmp_path, progress=False)
+    config = Config(config.name, {**config.values, "matmul_size": 8, "ceilings": "measure"}, {"faulty": faulty})
+    results = ceilings.measure(config, tmp_path, progress=False, cache=tmp_path / "ceilings.json")
     assert results["libraries"]["faulty"]["status"] == "skipped"
     assert "defines no matmul_probe" in results["libraries"]["faulty"]["error"]
     assert results["peak"] == {}
@@ -189,10 +212,10 @@ def read(path: Path) -> list[dict]:
 
 def test_bench_run_measures_ceilings_and_resume_keeps_them(tmp_path):
     text = SMOKE.read_text()
-    for key, value in (("matmul_size", "256"), ("frameworks", '["numpy"]'), ("models", '["mlp"]')):
+    for key, value in (("ceilings", '"measure"'), ("frameworks", '["numpy"]'), ("models", '["mlp"]')):
         text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
     config_path, out = tmp_path / "ceilings.toml", tmp_path / "run"
-    config_path.write_text(text)
+    config_path.write_text("matmul_size = 256\n" + text)
     command = [sys.executable, "bench.py", "run", str(config_path), "--out", str(out), "--quiet"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

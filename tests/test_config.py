@@ -82,14 +82,16 @@ def test_cli_reports_bad_input_in_one_sentence_without_traceback():
 def test_blas_and_matmul_size_defaults():
     config = resolve({}, "x")
     assert config.blas == "environment" and config.matmul_size == 4096
-    assert resolve({"blas": "native", "matmul_size": 0}, "x").values["matmul_size"] == 0
+    assert config.ceilings == "cached"
+    assert resolve({"blas": "native", "ceilings": "off"}, "x").values["ceilings"] == "off"
 
 
 @pytest.mark.parametrize(
     "raw, phrase",
     [
         ({"blas": "fast"}, "blas = 'fast' must be one of 'environment', 'native'"),
-        ({"matmul_size": -1}, "matmul_size = -1 must be 0 or more"),
+        ({"matmul_size": 0}, "matmul_size = 0 must be greater than 0"),
+        ({"ceilings": "sometimes"}, "ceilings = 'sometimes' must be one of 'cached', 'measure', 'off'"),
         ({"matmul_size": 256.0}, "matmul_size = 256.0 must be int"),
     ],
 )

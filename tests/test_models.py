@@ -13,7 +13,8 @@ def test_mlp_shapes_and_counts():
     }
     assert spec.param_count == 784 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10
     assert spec.forward_macs == 784 * 512 + 512 * 512 + 512 * 10
-    assert spec.flops_per_sample == 6 * spec.forward_macs  # about 4.0 MFLOP
+    # forward + weight gradients of all three layers, input gradients of the last two: 3.21 MFLOP
+    assert spec.flops_per_sample == 2 * (3 * spec.forward_macs - 784 * 512) == 3_209_216
 
 
 def test_cnn_shapes_follow_valid_convolutions_and_floor_pooling():
@@ -26,7 +27,8 @@ def test_cnn_shapes_follow_valid_convolutions_and_floor_pooling():
     assert spec.param_count == 225_034  # keras.io mnist_convnet has the same count with dense 128
     conv = 26 * 26 * 32 * 9 + 11 * 11 * 64 * 9 * 32
     assert spec.forward_macs == conv + 1600 * 128 + 128 * 10
-    assert spec.flops_per_sample == pytest.approx(15.8e6, rel=0.01)
+    assert spec.layer_macs[0] == 26 * 26 * 32 * 9  # the first convolution: no input gradient
+    assert spec.flops_per_sample == 2 * (3 * spec.forward_macs - 26 * 26 * 32 * 9) == pytest.approx(15.40e6, rel=1e-3)
 
 
 def test_sizes_are_configurable():
@@ -46,6 +48,23 @@ def test_init_is_seeded_glorot_uniform_with_zero_biases():
     limit = np.sqrt(6 / (9 * 32 + 9 * 64))  # fan_in = 3*3*32, fan_out = 3*3*64
     kernel = a["conv1.kernel"]
     assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.95 * limit
+
+
+def test_flops_count_no_gradient_for_the_images():
+    """A one-layer model has no input gradient at all: forward and weight gradient, 4 FLOPs per MAC."""
+    spec = model_spec("mlp", hidden=[])
+    assert spec.flops_per_sample == 4 * 784 * 10
+
+
+def test_optimizer_settings_no_framework_could_map_are_refused():
+    from harness.models import OptimizerSpec
+
+    for settings, phrase in [(dict(name="rmsprop"), "unknown optimizer"),
+                             (dict(name="adam", weight_decay=0.1), "only for adamw"),
+                             (dict(name="sgd", nesterov=True), "nesterov needs"),
+                             (dict(name="adam", momentum=0.9), "momentum is an sgd setting")]:
+        with pytest.raises(ValueError, match=phrase):
+            OptimizerSpec(**settings)
 
 
 def test_unknown_model_is_refused():

@@ -244,4 +244,8 @@ def test_declarations_and_backend():
     info = discover()["numpy"]
     assert info.variant_devices == {"numpy": ("cpu",), "cupy": ("gpu",)}
     assert info.unsupported("cnn", "gpu", "numpy")
-    assert make_adapter("mlp").backend in ("openblas", "mkl", "accelerate", "blis") or make_adapter("mlp").backend
+    from frameworks.numpy_adapter import blas_name
+
+    assert make_adapter("mlp").backend == blas_name() != "unknown blas"  # the BLAS numpy was built with
+    pools = make_adapter("mlp").thread_pools()
+    assert blas_name() in pools.lower() and "x1" in pools  # its pool, held to the one thread asked for

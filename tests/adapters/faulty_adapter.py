@@ -15,8 +15,7 @@ class FaultyAdapter(Adapter):
     variants = ("raise", "exit", "hang", "skip", "nan", "missing")
     variant_modules = {"missing": ("no_such_module_for_tests",)}
 
-    def __init__(self, model, optimizer, **kwargs):
-        super().__init__(model, optimizer, **kwargs)
+    def build(self):
         if self.variant == "skip":
             raise Unsupported("this variant never runs here")
         self.params = {}

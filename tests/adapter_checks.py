@@ -1,0 +1,80 @@
+"""Everything the tests check of one adapter variant and model, in one fresh process, as in a benchmark.
+
+    python -m tests.adapter_checks '{"adapter": ..., "variant": ..., "model": ..., "out": DIR}'
+
+Runs parity's recipe (harness/parity.py observe, whose arrays go to DIR/observations.npz for
+tests/test_parity.py) and the conformance checks parity does not make (printed as one JSON
+object for tests/test_conformance.py). One process per variant and model: Keras picks its
+backend at import, frameworks keep global state, and a compiled variant compiles once.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from harness.adapter import DeviceUnavailable, Unsupported, load_adapter
+from harness.parity import BATCH, BATCHES, DROPOUT_BATCH, DROPOUT_STEPS, SEED, observe, parity_data, sharpened
+
+SIZES = {"mlp": {"hidden": [32]}, "cnn": {"channels": [8, 16], "dense": 32}}
+RATE = {"mlp": 0.2, "cnn": 0.3}  # not 0.5: one dropout rate then tells a rate from its keep-probability
+OPTIONS = {"eval_batch_size": 100, "allow_slow": True}
+
+
+def conformance(make, built: list, model: str) -> dict:
+    """What parity does not look at: parameter copies, determinism under a seed, the GPU refusal.
+
+    It reuses parity's adapters (`built`, in the order observe() made them), so nothing compiles twice.
+    """
+    seen = {}
+    trained = built[0]  # SGD, after its three epochs
+    params = trained.get_params()
+    seen["names"] = sorted(params) == sorted(trained.model.param_shapes)
+    seen["float32"] = all(v.dtype == np.float32 and v.shape == trained.model.param_shapes[k] for k, v in params.items())
+    kept = {k: v.copy() for k, v in params.items()}
+    trained.train_epoch(np.arange(BATCHES * BATCH, dtype=np.int32).reshape(BATCHES, BATCH))  # must not reach into them
+    unchanged = all(np.array_equal(params[k], kept[k]) for k in params)
+    for value in params.values():
+        if value.flags.writeable:  # read-only arrays (JAX's) cannot reach the model
+            value[...] = 99.0  # the caller's copy: the model must not see it
+    seen["copies"] = unchanged and all(not np.any(v == 99.0) for v in trained.get_params().values())
+
+    # A second adapter with the same seed, made and used like parity's first dropout one, draws the same masks.
+    dropped = next(a for a in built if a.model.dropout > 0)
+    data, again = parity_data(), make(dropped.model, dropped.optimizer)
+    again.set_params(sharpened(dropped.model.init_params(SEED)))
+    again.load_data(data.x_train, data.y_train, data.x_eval, data.y_eval)
+    again.evaluate()
+    fixed = np.tile(np.arange(DROPOUT_BATCH, dtype=np.int32), (DROPOUT_STEPS, 1))
+    seen["same_seed_calls"] = [again.train_epoch(fixed) for _ in range(2)]
+    seen["backend"] = again.backend
+    seen["thread_pools"] = again.thread_pools()
+    try:
+        make(dropped.model, dropped.optimizer, device="gpu")
+        seen["gpu"] = "built"
+    except DeviceUnavailable as reason:
+        seen["gpu"] = f"device unavailable: {reason}"
+    except Unsupported as reason:
+        seen["gpu"] = f"unsupported: {reason}"
+    return seen
+
+
+def main(job: dict) -> dict:
+    adapter_class = load_adapter(job["adapter"])
+
+    built = []
+
+    def make(spec, optimizer, device="cpu"):
+        built.append(adapter_class(spec, optimizer, device=device, variant=job["variant"], seed=SEED, threads=1,
+                                   options=dict(OPTIONS)))
+        return built[-1]
+
+    model = job["model"]
+    seen = observe(make, model, SIZES[model], RATE[model])
+    np.savez(Path(job["out"]) / "observations.npz", **seen)
+    return conformance(make, list(built), model)
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(json.loads(sys.argv[1]))))

@@ -1,0 +1,108 @@
+"""What several test modules share: every installed adapter's variants run once, in their own process.
+
+tests/adapter_checks.py runs parity's recipe and the conformance checks of one (adapter, variant,
+model) in one process; test_parity.py and test_conformance.py assert on what it saw. An adapter the
+`[all]` install provides must be installed: the suite fails, naming the install command, rather than
+skipping what it was meant to prove.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.adapter import discover
+from harness.runner import thread_env
+
+ROOT = Path(__file__).resolve().parent.parent
+ADAPTERS = discover()
+
+
+def extras_in_all() -> set[str]:
+    """The extras `pip install -e '.[all]'` installs (the core's `numpy` always)."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    named = {part for entry in extras["all"] for part in entry.split("[")[1].rstrip("]").split(",")}
+    return named | {"numpy"}
+
+
+CPU_CASES = [
+    pytest.param(info, variant, model, id=f"{name}-{variant}-{model}")
+    for name, info in ADAPTERS.items()
+    for variant in info.variants
+    if "cpu" in info.variant_devices.get(variant, info.devices)
+    for model in info.models
+]
+
+
+def require(info, variant: str) -> None:
+    """Fail for a missing adapter that [all] provides; skip (with the command) for one it does not."""
+    missing = info.missing_modules(variant)
+    if not missing:
+        return
+    message = f"{info.name}/{variant} needs {', '.join(missing)}, which is not installed"
+    if info.extra in extras_in_all():
+        pytest.fail(f"{message}, though the [all] install provides it: pip install -e '.[all]'")
+    pytest.skip(f"{message}: {info.install_command}")
+
+
+def run_checks(info, variant: str, model: str, out: Path) -> tuple[dict, dict]:
+    """tests/adapter_checks.py in a fresh single-threaded process: (conformance, parity observations).
+
+    Correctness, not compile time, is checked here: Inductor may use its on-disk cache, which a
+    benchmark cell may not (torch's compile variant switches it off), so that the many adapters
+    parity builds in one process compile once.
+    """
+    adapter = info.job(variant)
+    adapter["env"] = {k: v for k, v in adapter["env"].items() if k != "TORCHINDUCTOR_FORCE_DISABLE_CACHES"}
+    job = {"adapter": adapter, "variant": variant, "model": model, "out": str(out)}
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.adapter_checks", json.dumps(job)], cwd=ROOT, capture_output=True,
+        text=True, timeout=900, env={**os.environ, **thread_env(1)},
+    )
+    if result.returncode:
+        raise AssertionError(f"tests.adapter_checks failed:\n{result.stderr[-3000:]}")
+    with np.load(out / "observations.npz") as saved:
+        return json.loads(result.stdout.splitlines()[-1]), dict(saved)
+
+
+def requested_cases(session) -> list[tuple]:
+    """The (adapter info, variant, model) cases the collected tests ask adapter_run for, in test order."""
+    cases = {}
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "adapter_run" in getattr(item, "fixturenames", ()) and "info" in params:
+            cases.setdefault((params["info"].name, params["variant"], params["model"]),
+                             (params["info"], params["variant"], params["model"]))
+    return list(cases.values())
+
+
+@pytest.fixture(scope="session")
+def adapter_run(request, tmp_path_factory):
+    """(conformance observations, parity observations) of one (adapter, variant, model), run once per session.
+
+    At first use every installed case the collected tests need is started, two at a time (one
+    thread each: the two cores), in the order the tests ask for them; each test waits for its own.
+    """
+    pool = ThreadPoolExecutor(max_workers=2)
+    futures = {}
+
+    def start_all() -> None:
+        for info, variant, model in requested_cases(request.session):
+            if not info.missing_modules(variant):
+                out = tmp_path_factory.mktemp(f"{info.name}-{variant}-{model}")
+                futures[(info.name, variant, model)] = pool.submit(run_checks, info, variant, model, out)
+
+    def run(info, variant: str, model: str):
+        require(info, variant)
+        if not futures:
+            start_all()
+        return futures[(info.name, variant, model)].result()
+
+    yield run
+    pool.shutdown(cancel_futures=True)
