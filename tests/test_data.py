@@ -2,7 +2,6 @@
 
 import gzip
 import hashlib
-import logging
 import os
 import pickle
 import shutil
@@ -169,12 +168,30 @@ def test_cache_dir_argument_beats_environment_variable(tmp_path, tiny):
     assert data.locate("mnist", cache_dir=other) == other / "mnist"
 
 
-def test_bad_file_in_explicit_folder_falls_through_to_cache(tmp_path, tiny, cache, caplog):
+@pytest.mark.parametrize("damage", ["missing folder", "missing file", "corrupt file", "truncated file"])
+def test_a_named_folder_is_used_or_refused_never_replaced(tmp_path, tiny, cache, monkeypatch, damage):
+    """The cache holds good files, and still a run that named a damaged folder stops, naming it."""
     write_folder(cache / "mnist", tiny)
-    bad = corrupt_train_images(write_folder(tmp_path / "mine", tiny))
-    with caplog.at_level(logging.WARNING, logger="harness.data"):
-        assert data.locate("mnist", data_dir=bad.parent) == cache / "mnist"
-    assert str(bad) in caplog.text and "MD5" in caplog.text
+    data.load_raw("mnist")  # the array cache, too
+    folder = write_folder(tmp_path / "mine", tiny)
+    path = folder / "train-images-idx3-ubyte.gz"
+    if damage == "missing folder":
+        folder = tmp_path / "nowhere"
+    elif damage == "missing file":
+        path.unlink()
+    elif damage == "corrupt file":
+        corrupt_train_images(folder)
+    else:
+        path.write_bytes(path.read_bytes()[:100])
+    for named in ({"data_dir": folder}, {}):
+        if not named:
+            monkeypatch.setenv("MNIST_BENCH_DATA", str(folder))
+        for load in (data.locate, data.load_raw, data.load):
+            with pytest.raises(DataError) as error:
+                load("mnist", **named)
+            message = str(error.value)
+            assert str(folder) in message and "\n" not in message
+            assert ("MNIST_BENCH_DATA" if not named else "--data-dir") in message
 
 
 def test_fashion_mnist_uses_the_debian_folder(tmp_path, tiny, monkeypatch):
@@ -186,15 +203,15 @@ def test_fashion_mnist_uses_the_debian_folder(tmp_path, tiny, monkeypatch):
 
 
 def test_all_sources_failing_lists_each_and_says_what_to_do(tmp_path, tiny):
-    empty = tmp_path / "empty"
     with pytest.raises(DataError) as error:
-        data.locate("mnist", data_dir=empty)
+        data.locate("mnist")
     message = str(error.value)
-    for phrase in (f"folder {empty}", "cache", "mirrors unreachable", "package index unreachable",
+    for phrase in ("cache", "mirrors unreachable", "package index unreachable",
                    "train-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "--data-dir", "MNIST_BENCH_DATA"):
         assert phrase in message
+    assert "\n" not in message  # one sentence
     with pytest.raises(DataError, match="Debian"):
-        data.locate("fashion_mnist", data_dir=empty)
+        data.locate("fashion_mnist")
 
 
 def test_downloads_are_not_tried_when_disabled(tiny, monkeypatch):
@@ -255,10 +272,13 @@ def test_second_load_comes_from_the_array_cache(tmp_path, tiny, monkeypatch):
     data.load_raw("mnist", data_dir=folder)
     shutil.rmtree(folder)  # only the cache can answer now
     monkeypatch.setattr(data, "verify_folder", fail("verified again"))
-    raw = data.load_raw("mnist", data_dir=folder)
+    raw = data.load_raw("mnist")
     assert isinstance(raw["train_images"], np.memmap)
     assert all(np.array_equal(raw[role], tiny[role]) for role in tiny)
     assert data.load("mnist").source == str(folder)
+    assert data.load("mnist", data_dir=folder, verified=True).source == str(folder)  # verified by the caller
+    with pytest.raises(DataError, match="does not exist"):  # named again, it must be there
+        data.load_raw("mnist", data_dir=folder)
 
 
 def test_array_cache_is_not_trusted_for_other_checksums(tmp_path, tiny, monkeypatch):
@@ -267,7 +287,7 @@ def test_array_cache_is_not_trusted_for_other_checksums(tmp_path, tiny, monkeypa
     shutil.rmtree(folder)
     monkeypatch.setitem(data.MD5["mnist"], "train_images", "0" * 32)
     with pytest.raises(DataError, match="no source"):
-        data.load_raw("mnist", data_dir=folder)
+        data.load_raw("mnist")
 
 
 def test_damaged_array_cache_is_rebuilt(tmp_path, tiny, cache):
