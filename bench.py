@@ -8,7 +8,6 @@ framework (and nothing heavy) is imported here, so `list` and `--help` start at 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -30,33 +29,66 @@ def overrides(args: argparse.Namespace) -> dict:
     }
 
 
+# Flags that choose what a run does: a resumed run does what its first session set up.
+RUN_CHOICES = ("config", "frameworks", "models", "epochs", "repeats", "device", "threads", "out", "ceilings")
+
+
 def command_run(args: argparse.Namespace) -> int:
-    from harness import ceilings, environment, report
-    from harness.config import load_config, resolve
-    from harness.results import RunFolder, run_directory
-    from harness.runner import run_sweep, worker_environment
+    from harness.config import load_config
+    from harness.run_folder import RunFolder
 
     if args.resume:
-        folder = RunFolder(Path(args.resume))
-        saved = folder.directory / "config.json"
-        if not saved.exists():
-            raise UserError(f"{folder.directory} has no config.json: --resume takes the folder of an earlier run")
-        config = resolve(json.loads(saved.read_text()), "resumed")
-        folder.load_existing()
+        given = [name for name in RUN_CHOICES if getattr(args, name, None) is not None]
+        if given:
+            flags = ", ".join("CONFIG" if n == "config" else f"--{n.replace('_', '-')}" for n in given)
+            raise UserError(f"--resume carries on a run as its first session set it up, so {flags} would change it: "
+                            "drop them, or start a new run")
+        folder, config = RunFolder.existing(args.resume), None
     else:
         config = load_config(args.config, overrides(args))
-        folder = RunFolder(run_directory(config.name, args.out))
-    folder.write_json("config.json", config.values)
-    print(f"{len(config.cells())} cells -> {folder.directory}", file=sys.stderr)
+        folder = RunFolder.create(config.name, args.out)
+    with folder.locked(new=not args.resume):
+        return run_in(folder, config, args)
+
+
+def run_in(folder, config, args: argparse.Namespace) -> int:
+    """Start this session in the locked folder (checking a resume against the first), measure, run, summarise."""
+    import signal
+
+    from harness import ceilings, environment, report
+    from harness.config import resolve
+    from harness.run_folder import differences
+    from harness.runner import prepare_data, run_sweep, worker_environment
+
     try:
-        # A resumed run keeps the ceilings its first cells were judged against.
-        matmul = folder.read_json("environment.json").get("matmul") if args.resume else None
+        mixed: list[str] = []
+        if config is None:  # resuming: the saved config, checked against this session's code, packages, machine
+            saved = folder.config()
+            config = resolve(saved, saved.get("name", "resumed"))
+            now = {**environment.collect(config.threads, worker_environment(config), None, config),
+                   "config": config.values}
+            first = (folder.sessions() or [{}])[0]
+            mixed = differences(first, now)
+            if mixed and not args.allow_mixed:
+                raise UserError(f"{folder.directory} was started with other " + "; ".join(mixed) + ": resume it with "
+                                "the same code, packages, machine and config, or pass --allow-mixed to mix them "
+                                "(summary.md then says which rows came from which session)")
+            matmul = first.get("matmul")  # a resumed run keeps the ceilings its first cells were judged against
+            folder.keep_finished()
+        else:
+            folder.write_config(config.values)
+            now = {**environment.collect(config.threads, worker_environment(config), None, config),
+                   "config": config.values}
+            matmul = None
+        data_dir = prepare_data(config, args.data_dir)  # the data is there, or the run stops before anything else
         if matmul is None:
             matmul = ceilings.measure(config, folder.directory, progress=not args.quiet)
-        folder.write_json("environment.json",
-                          environment.collect(config.threads, worker_environment(config), matmul, config))
-        run_sweep(config, folder, args.data_dir, progress=not args.quiet, ceilings=matmul)
+        folder.start_session({**now, "matmul": matmul, "differs_from_first": mixed})
+        print(f"{len(config.cells())} cells -> {folder.directory}", file=sys.stderr)
+        run_sweep(config, folder, data_dir, progress=not args.quiet, ceilings=matmul)
     except KeyboardInterrupt:
+        for name in ("SIGINT", "SIGTERM"):  # a second Ctrl-C must not break the files being written
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
         print(f"\ninterrupted: finished cells are in {folder.directory}; "
               f"carry on with: python bench.py run --resume {folder.directory}", file=sys.stderr)
         if folder.runs:
@@ -116,7 +148,8 @@ def command_compare(args: argparse.Namespace) -> int:
     from harness import compare
 
     metrics = args.metric or compare.DEFAULT_METRICS
-    table = compare.compare(compare.read_runs(args.a), compare.read_runs(args.b), metrics)
+    compare.check_metrics(metrics)
+    table = compare.compare(compare.read_runs(args.a, metrics), compare.read_runs(args.b, metrics), metrics)
     print(compare.markdown(table, args.a, args.b))
     if args.csv:
         table.to_csv(args.csv, index=False)
@@ -147,8 +180,15 @@ def add_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="threads per cell (0 = all cores)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported as one sentence (main prints it and exits 2), not a usage dump."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (`{self.prog} --help` lists the options)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="bench.py", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="train every cell of a config and write results/")
@@ -160,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="matrix-product ceilings: from the cache where measured before (default), measured "
                           "again in this run, or off")
     run.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR with its saved config")
+    run.add_argument("--allow-mixed", action="store_true",
+                     help="with --resume: carry on even though the code, packages, machine or config changed")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=command_run)
 
@@ -202,13 +244,13 @@ def stop_on_sigterm() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     stop_on_sigterm()
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
 
 
 if __name__ == "__main__":

@@ -28,12 +28,15 @@ SINGLE_SAMPLE_NOISE = 0.25
 ALPHA = 0.05
 
 
-def read_runs(path: str | Path) -> pd.DataFrame:
-    """runs.csv of a result folder (or the file itself), finished repeats only."""
+def read_runs(path: str | Path, metrics: list[str] = ()) -> pd.DataFrame:
+    """runs.csv of a result folder (or the file itself), finished repeats only; it must hold `metrics`."""
+    from harness.results import read_records
+
     path = Path(path)
     csv_path = path / "runs.csv" if path.is_dir() else path
     if not csv_path.is_file():
         raise UserError(f"{path} is neither a result folder with runs.csv nor a runs.csv file")
+    read_records(csv_path, [*GROUP, "repeat", "status", *metrics])  # refuses a truncated file, lost columns, old layout
     runs = pd.read_csv(csv_path, keep_default_na=False, na_values=[""])
     runs["backend"] = runs["backend"].fillna("")
     return runs[runs["status"] == "ok"]
@@ -68,11 +71,17 @@ def verdict(metric: str, a: np.ndarray, b: np.ndarray) -> str:
     return "faster" if better else "slower"
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """One row per matched cell and metric, plus the cells found on one side only."""
-    unknown = [m for m in metrics if m not in a.columns]
+def check_metrics(metrics: list[str]) -> None:
+    from harness.results import RUN_COLUMNS
+
+    unknown = [m for m in metrics if m not in RUN_COLUMNS]
     if unknown:
         raise UserError(f"unknown metric {unknown[0]!r}: use columns of runs.csv such as {', '.join(DEFAULT_METRICS)}")
+
+
+def compare(a: pd.DataFrame, b: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """One row per matched cell and metric, plus the cells found on one side only."""
+    check_metrics(metrics)
     groups_a, groups_b = dict(list(a.groupby(GROUP, sort=False))), dict(list(b.groupby(GROUP, sort=False)))
     rows = []
     for key in list(groups_a) + [k for k in groups_b if k not in groups_a]:

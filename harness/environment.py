@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -133,7 +135,10 @@ def git_state() -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    diff = git("diff", "HEAD") if dirty else ""  # which uncommitted changes: a resume must run the same code
+    return {"commit": git("rev-parse", "HEAD"), "dirty": dirty,
+            "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if dirty else ""}
 
 
 def steering_variables(env: dict[str, str]) -> dict[str, str]:
@@ -151,6 +156,7 @@ def collect(threads: int, worker_env: dict[str, str] | None = None, matmul: dict
     """
     return {
         "time_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
         "command": sys.argv,
         "python": sys.version.split()[0],
         "platform": platform.platform(),

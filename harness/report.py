@@ -7,14 +7,13 @@ the half-width of its 95% interval. n says how many repeats finished.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from harness.errors import UserError
 from harness.plots import write_plots
-from harness.results import atomic_write
+from harness.results import EPOCH_COLUMNS, RUN_COLUMNS, atomic_write, read_json, read_records
 from harness.stats import GROUP, cell_statistics, t_interval
 
 TIMING_COLUMNS = {  # runs.csv column -> (heading, format of one value)
@@ -34,12 +33,19 @@ EFFICIENCY_COLUMNS = {
 }
 
 
-def median_with_range(values: pd.Series, fmt) -> str:
+STEADY = {"samples_per_second", "steady_epoch_seconds", "gflops", "peak_fraction", "ceiling_fraction"}
+SINGLE = "¹"  # marks a figure that rests on one sample
+SINGLE_NOTE = (f"{SINGLE} one sample (a single repeat, or a single steady epoch of one): no spread to judge it by; "
+               "compare such figures only beyond 25%.")
+
+
+def median_with_range(values: pd.Series, fmt, samples: int | None = None) -> str:
+    """median (min–max) over the repeats; a figure resting on one sample is marked with SINGLE."""
     values = values.dropna()
     if values.empty:
         return "–"
     if len(values) == 1:
-        return fmt(values.iloc[0])
+        return fmt(values.iloc[0]) + (SINGLE if (samples or 1) == 1 else "")
     return f"{fmt(values.median())} ({fmt(values.min())}–{fmt(values.max())})"
 
 
@@ -48,19 +54,25 @@ def accuracy_text(values: pd.Series) -> str:
     if values.empty:
         return "–"
     if len(values) == 1:
-        return f"{100 * values.iloc[0]:.2f}"
+        return f"{100 * values.iloc[0]:.2f}{SINGLE}"
     half = t_interval(values.to_numpy(float))
     return f"{100 * values.mean():.2f} ± {100 * values.std(ddof=1):.2f} (CI ±{100 * half:.2f})"
 
 
-def model_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy and timings, one row per framework variant: medians (min–max) over the repeats that finished."""
+def model_table(runs: pd.DataFrame, by_session: bool = False) -> pd.DataFrame:
+    """Accuracy and timings, one row per framework variant: medians (min–max) over the repeats that finished.
+
+    `by_session`: one row per session too, for a folder that mixes sessions which differ.
+    """
     rows = []
-    for keys, group in runs.groupby(GROUP, sort=False, dropna=False):
-        row = dict(zip(GROUP, keys))
+    group_by = GROUP + (["session"] if by_session else [])
+    for keys, group in runs.groupby(group_by, sort=False, dropna=False):
+        row = dict(zip(group_by, keys))
         row["n"] = len(group)
         row["test accuracy %"] = accuracy_text(pd.to_numeric(group["final_accuracy"], errors="coerce").dropna())
         row.update(_medians(group, TIMING_COLUMNS))
+        if "optimizer_form" in group:
+            row["optimizer form"] = "; ".join(dict.fromkeys(group["optimizer_form"].dropna().astype(str))) or "–"
         rows.append(row)
     return pd.DataFrame(rows).drop(columns=["model"])  # in the order the cells ran
 
@@ -77,7 +89,13 @@ def efficiency_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _medians(group: pd.DataFrame, columns: dict) -> dict:
-    return {heading: median_with_range(pd.to_numeric(group.get(column, pd.Series(dtype=float)), errors="coerce"), fmt)
+    def samples(column: str) -> int:  # steady figures rest on every steady epoch of every repeat
+        if column in STEADY and "steady_epochs" in group:
+            return int(pd.to_numeric(group["steady_epochs"], errors="coerce").fillna(1).sum())
+        return len(group)
+
+    return {heading: median_with_range(pd.to_numeric(group.get(column, pd.Series(dtype=float)), errors="coerce"), fmt,
+                                       samples(column))
             for column, (heading, fmt) in columns.items()}
 
 
@@ -112,16 +130,19 @@ def ceilings_text(matmul: dict) -> str:
 
 def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots: dict | None = None) -> str:
     ok = runs[runs["status"] == "ok"]
-    cpu = environment.get("cpu", "?")
-    cpu = cpu.get("model", "?") if isinstance(cpu, dict) else cpu
+    sessions = environment.get("sessions") or [{}]
+    first = sessions[0]
+    cpu = first.get("cpu", {}).get("model", "?")
     lines = [f"# {config.get('name', 'run')}: {config.get('dataset', '')}", ""]
     lines.append(
-        f"{cpu}, {environment.get('threads', '?')} threads, BLAS {config.get('blas', 'environment')}, "
-        f"Python {environment.get('python', '?')}, {environment.get('time_utc', '')}. "
+        f"{cpu}, {first.get('threads', '?')} threads, BLAS {config.get('blas', 'environment')}, "
+        f"Python {first.get('python', '?')}, {first.get('time_utc', '')}. "
         f"Median over repeats (min–max when n > 1); throughput from steady epochs (2..N) only; "
         f"time to target counts training from the first step, compile included."
     )
-    lines += ["", ceilings_text(environment.get("matmul") or {})]
+    lines += ["", ceilings_text(first.get("matmul") or {})]
+    lines += sessions_text(sessions, runs)
+    mixed = any(s.get("differs_from_first") for s in sessions)
     for model in dict.fromkeys(runs["model"]):
         rows = ok[ok["model"] == model]
         if rows.empty:
@@ -129,10 +150,12 @@ def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots:
         settings = config.get(model, {})
         lines += ["", f"## {model.upper()}: {settings.get('epochs', '?')} epochs, "
                   f"target accuracy {settings.get('target_accuracy', '?')}", ""]
-        lines.append(model_table(rows).to_markdown(index=False))
+        lines.append(model_table(rows, by_session=mixed).to_markdown(index=False))
         if "gflops" in rows and rows["gflops"].notna().any():
             lines += ["", "Efficiency and memory:", "", efficiency_table(rows).to_markdown(index=False)]
         lines += [""] + [f"![{name}]({name})" for name in (plots or {}).get(model, [])]
+    if SINGLE in "\n".join(lines):
+        lines += ["", SINGLE_NOTE]
     failed = runs[runs["status"] != "ok"]
     if not failed.empty:
         lines += ["", "## Cells that did not finish", ""]
@@ -141,25 +164,42 @@ def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots:
     return "\n".join(lines) + "\n"
 
 
+def sessions_text(sessions: list[dict], runs: pd.DataFrame) -> list[str]:
+    """Nothing for a run written in one go; which session wrote which rows, and what differed, otherwise."""
+    if len(sessions) < 2:
+        return []
+    counts = runs["session"].value_counts().to_dict() if "session" in runs else {}
+    described = ", ".join(f"session {s.get('session')} ({s.get('time_utc', '?')}, commit "
+                          f"{str(s.get('git', {}).get('commit', ''))[:10]}): {counts.get(s.get('session'), 0)} cells"
+                          for s in sessions)
+    lines = ["", f"Resumed: this folder was written by {len(sessions)} sessions: {described}."]
+    for s in sessions:
+        if s.get("differs_from_first"):
+            lines.append(f"**This folder mixes sessions**: session {s['session']} differed from the first in "
+                         + "; ".join(s["differs_from_first"]) + " (it was resumed with --allow-mixed); the tables "
+                         "below show each row's session.")
+    return lines
+
+
 def write_summary(directory: Path) -> str:
     """(Re)build summary.md from the files of a run folder; return its text."""
     runs_path = directory / "runs.csv"
     if not runs_path.exists():
         raise UserError(f"{directory} has no runs.csv: give the folder of a run, e.g. results/<time>-quick")
+    read_records(runs_path, RUN_COLUMNS)  # refuses a truncated file, missing columns or another layout
     runs = pd.read_csv(runs_path, keep_default_na=False, na_values=[""])
-    environment = _read_json(directory / "environment.json")
-    config = _read_json(directory / "config.json")
+    environment = read_json(directory / "environment.json")
+    config = read_json(directory / "config.json")
     if runs.empty:
         atomic_write(directory / "summary.md", "# no cells finished\n")
         return "# no cells finished\n"
     epochs_path = directory / "epochs.csv"
-    epochs = pd.read_csv(epochs_path) if epochs_path.exists() and epochs_path.stat().st_size > 1 else None
+    epochs = None
+    if epochs_path.exists():
+        read_records(epochs_path, EPOCH_COLUMNS)
+        epochs = pd.read_csv(epochs_path)
     plots = write_plots(directory, runs, epochs, config) if epochs is not None and not epochs.empty else {}
     atomic_write(directory / "statistics.csv", cell_statistics(runs).to_csv(index=False))
     text = summary_markdown(runs, environment, config, plots)
     atomic_write(directory / "summary.md", text)
     return text
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}

@@ -1,23 +1,30 @@
-"""The record schema, per-run summaries of epoch rows, and atomic writes of a run's folder.
+"""The record schema, per-run summaries of epoch rows, atomic writes, and reading records back.
 
-Every file is rewritten whole through a temporary file and os.replace after each
-finished cell, so a crash or Ctrl-C leaves the previous complete version, never a
-half-written one.
+Every file is rewritten whole through a temporary file and os.replace after each finished
+cell, so a crash or Ctrl-C leaves the previous complete version, never a half-written one;
+a write that fails (a full disk, a read-only folder) stops the run with one sentence and
+leaves every file as it was. Records carry their schema version; reading refuses, in one
+sentence, a file that is truncated, lacks columns or has another layout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import os
+import signal
 import statistics
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
+
+from harness.errors import StoppedError, UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "results"
+SCHEMA = 2  # 2: session and schema columns, environment.json's sessions, FLOPs without the images' gradient
 KEYS = ["framework", "variant", "backend", "model", "device", "repeat", "seed"]
 EPOCH_COLUMNS = KEYS + [
     "epoch",
@@ -27,6 +34,8 @@ EPOCH_COLUMNS = KEYS + [
     "eval_loss",
     "eval_accuracy",
     "eval_seconds",
+    "session",
+    "schema",
 ]
 RUN_COLUMNS = KEYS + [
     "status",
@@ -55,33 +64,51 @@ RUN_COLUMNS = KEYS + [
     "peak_device_memory_mb",
     "threads",
     "thread_pools",
+    "optimizer_form",
+    "steady_epochs",
     "batch_size",
     "dataset",
     "eval_split",
+    "session",
+    "schema",
 ]
 DONE = ("ok", "diverged", "skipped")  # statuses --resume does not run again
 
 
-def run_directory(config_name: str, out: str | Path | None = None) -> Path:
-    """results/<UTC time>-<config name>/, or the folder the user named."""
-    if out:
-        return Path(out)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return RESULTS_DIR / f"{stamp}-{config_name}"
-
-
 def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Write through a temporary file and a rename; on failure the old file stays and StoppedError says why."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(fd, "w", newline="") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        tmp = None
+    except OSError as error:
+        reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                  errno.EROFS: "the file system is read-only", errno.EACCES: "permission is denied"}
+        why = reason.get(error.errno, error.strerror or str(error))
+        raise StoppedError(f"cannot write {path}: {why}; every file written before is intact: make room or "
+                           "choose a writable folder, then carry on with --resume") from None
+    finally:
+        if tmp:  # failed or interrupted before the rename: no half-written file stays behind
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def uninterrupted():
+    """Hold Ctrl-C and SIGTERM until the block is done (they are delivered after it), so that the files
+    a block rewrites together are never left half updated, one new and one old."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def csv_text(rows: list[dict], columns: list[str]) -> str:
@@ -109,6 +136,7 @@ def summarise_run(identity: dict, epochs: list[dict], target: float) -> dict:
         best_accuracy=max(accuracies),
         final_loss=epochs[-1]["eval_loss"],
         first_epoch_seconds=train[0],
+        steady_epochs=len(steady),
         steady_epoch_seconds=statistics.median(steady) if steady else None,
         samples_per_second=epochs[-1]["samples"] / statistics.median(steady) if steady else None,
         eval_seconds=statistics.median(e["eval_seconds"] for e in epochs),
@@ -122,45 +150,47 @@ def summarise_run(identity: dict, epochs: list[dict], target: float) -> dict:
     return record
 
 
-class RunFolder:
-    """A run's folder: the records so far, rewritten atomically after each cell."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.runs: list[dict] = []
-        self.epochs: list[dict] = []
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def read_json(self, name: str) -> dict:
-        path = self.directory / name
-        return json.loads(path.read_text()) if path.exists() else {}
-
-    def write_json(self, name: str, data: dict) -> None:
-        atomic_write(self.directory / name, json.dumps(data, indent=2, default=str) + "\n")
-
-    def add(self, run: dict, epochs: list[dict]) -> None:
-        self.runs.append(run)
-        self.epochs.extend(epochs)
-        atomic_write(self.directory / "epochs.csv", csv_text(self.epochs, EPOCH_COLUMNS))
-        atomic_write(self.directory / "runs.csv", csv_text(self.runs, RUN_COLUMNS))
-
-    def load_existing(self) -> None:
-        """Read back the cells an interrupted run completed (for --resume); failed ones run again."""
-        runs, epochs = (read_csv(self.directory / name) for name in ("runs.csv", "epochs.csv"))
-        self.runs = [r for r in runs if r["status"] in DONE]
-        done = self.finished_keys()
-        self.epochs = [e for e in epochs if cell_key(e) in done]
-
-    def finished_keys(self) -> set[tuple]:
-        return {cell_key(r) for r in self.runs}
+def read_records(path: Path, columns: list[str]) -> list[dict]:
+    """The rows of a runs.csv or epochs.csv written by this version; UserError says why a file is not one."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        rows = list(reader)
+    if header is None:
+        raise UserError(f"{path} is empty: it is not a results file; re-run the cells or restore the file")
+    missing = [c for c in columns if c not in header]
+    if "schema" not in header:
+        raise UserError(f"{path} has an older layout (no schema column): it was written by an earlier version; "
+                        "re-run it to compare it with this version's results")
+    if missing:
+        raise UserError(f"{path} lacks the columns {', '.join(missing)}: it is damaged or not a results file")
+    for number, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise UserError(f"{path} is truncated or damaged at line {number} ({len(row)} fields where the header "
+                            f"has {len(header)}): restore it, or re-run the cells it lost")
+    records = [dict(zip(header, row)) for row in rows]
+    versions = {r["schema"] for r in records} - {str(SCHEMA)}
+    if versions:
+        raise UserError(f"{path} has schema {', '.join(sorted(versions))}, this version writes {SCHEMA}: "
+                        "re-run it with this version")
+    return records
 
 
 def cell_key(row: dict) -> tuple:
     return (row["framework"], row["variant"], row["model"], row["device"], int(row["repeat"]))
 
 
-def read_csv(path: Path) -> list[dict]:
+def write_json(path: Path, data: dict) -> None:
+    atomic_write(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file of a run folder ({} when absent); UserError when it is damaged."""
     if not path.exists():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, OSError) as error:
+        raise UserError(f"{path} cannot be read ({error}): restore it or re-run the run") from None

@@ -7,6 +7,7 @@ so Ctrl-C or a crash loses nothing that finished; `--resume DIR` carries on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -18,7 +19,8 @@ import time
 from pathlib import Path
 
 from harness.config import Cell, Config
-from harness.results import ROOT, RunFolder, summarise_run
+from harness.results import ROOT, summarise_run
+from harness.run_folder import RunFolder
 from harness.worker import EVENT_PREFIX
 
 
@@ -53,20 +55,27 @@ def worker_environment(config: Config) -> dict[str, str]:
 
 
 def prepare_data(config: Config, data_dir: str | None) -> str | None:
-    """Find (or fetch) the dataset once, in this process, and warm the array cache for the workers."""
+    """Find (or fetch) the dataset once, in this process, verified, and warm the array cache for the workers.
+
+    A folder the user named is verified here or the run stops; the workers then trust the cache.
+    """
     if config.dataset == "synthetic":
         return None
     from harness import data
 
     folder = data.locate(config.dataset, data_dir=data_dir or config.data_dir or None)
-    data.load(config.dataset, data_dir=folder, allow_download=False)  # fills the caches the workers map
+    data.load(config.dataset, data_dir=folder, allow_download=False, verified=True)  # fills the caches workers map
     return str(folder)
 
 
 class CellProcess:
-    """One worker process: sends the job, yields its events, keeps everything else in the cell's log."""
+    """One worker process: sends the job, yields its events, keeps everything else in the cell's log.
 
-    def __init__(self, job: dict, log_path: Path, env: dict[str, str]) -> None:
+    With `max_rss_mb`, a watcher reads the worker's resident memory ten times a second and kills it
+    past the cap (the status is then "oom"): a cell that would exhaust the machine is stopped alone.
+    """
+
+    def __init__(self, job: dict, log_path: Path, env: dict[str, str], max_rss_mb: float = 0) -> None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self.log = log_path.open("a")
@@ -80,10 +89,27 @@ class CellProcess:
             text=True,
             start_new_session=True,  # Ctrl-C reaches the runner, which stops the worker itself
         )
+        self.over_memory: float | None = None  # the resident MB at which the watcher stopped it
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
+        if max_rss_mb:
+            threading.Thread(target=self._watch_memory, args=(max_rss_mb,), daemon=True).start()
         self.process.stdin.write(json.dumps(job))
         self.process.stdin.close()
+
+    def _watch_memory(self, cap_mb: float) -> None:
+        status = Path(f"/proc/{self.process.pid}/status")
+        while self.process.poll() is None:
+            try:
+                rss_mb = int(status.read_text().split("VmRSS:")[1].split()[0]) / 1024
+            except (OSError, IndexError, ValueError):
+                return  # gone, or no /proc here: nothing to watch
+            if rss_mb > cap_mb:
+                self.over_memory = rss_mb
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                return
+            time.sleep(0.1)
 
     def _read(self) -> None:
         for line in self.process.stdout:
@@ -121,11 +147,23 @@ class CellProcess:
             done = {"status": "timeout", "error": f"ran past {timeout_s:g} s and was stopped"}
         finally:
             self.stop()
-        return done or {"status": "error", "error": self.last_error_line()}
+        return done or self.failure()
 
     def last_error_line(self) -> str:
         lines = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
         return lines[-1] if lines else f"the worker exited with code {self.process.returncode} and printed nothing"
+
+    def failure(self, max_rss_mb: float = 0) -> dict:
+        """Status and error of a worker that ended without its "done" event."""
+        code = self.process.returncode
+        if self.over_memory:
+            return {"status": "oom", "error": f"used {self.over_memory:,.0f} MB, over max_rss_mb = {max_rss_mb:g}, "
+                                              "and was stopped"}
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            why = " (the kernel's out-of-memory killer, or another process)" if name == "SIGKILL" else ""
+            return {"status": "crashed", "error": f"killed by {name}{why}; last line: {self.last_error_line()}"}
+        return {"status": "error" if code else "crashed", "error": self.last_error_line()}
 
 
 def run_cell(cell: Cell, config: Config, data_dir: str | None, folder: Path, on_epoch=None, ceilings=None):
@@ -139,16 +177,19 @@ def run_cell(cell: Cell, config: Config, data_dir: str | None, folder: Path, on_
     settings = config.values[cell.model]
     identity = {"framework": cell.framework, "variant": cell.variant, "backend": "", "model": cell.model,
                 "device": cell.device, "repeat": cell.repeat, "seed": cell.seed}
+    info = config.adapters[cell.framework]
     facts = {"params": spec.param_count, "flops_per_sample": spec.flops_per_sample, "threads": config.threads,
+             "optimizer_form": config.optimizer.form(info.adam_epsilon, info.sgd_momentum),
              "batch_size": config.batch_size, "dataset": config.dataset, "eval_split": config.eval_split}
     reason = config.adapters[cell.framework].unsupported(cell.model, cell.device, cell.variant)
     if reason:
         return {**identity, **facts, "status": "skipped", "error": reason}, []
 
-    job = {"cell": cell.__dict__, "config": config.values, "data_dir": data_dir, "started": time.time(),
+    job = {"cell": cell.__dict__, "config": config.values, "data_dir": data_dir, "data_verified": True,
+           "started": time.time(),
            "adapter": config.adapters[cell.framework].job(cell.variant)}
     log_name = f"{cell.framework}-{cell.variant}-{cell.model}-{cell.device}-{cell.repeat}.log"
-    worker = CellProcess(job, folder / "logs" / log_name, worker_environment(config))
+    worker = CellProcess(job, folder / "logs" / log_name, worker_environment(config), config.max_rss_mb)
     epochs, done = [], {}
     try:
         for event in worker.events(time.monotonic() + config.timeout_s):
@@ -167,8 +208,7 @@ def run_cell(cell: Cell, config: Config, data_dir: str | None, folder: Path, on_
     finally:
         worker.stop()
     if not done:
-        status = "error" if worker.process.returncode and worker.process.returncode > 0 else "crashed"
-        done = {"status": status, "error": worker.last_error_line()}
+        done = worker.failure(config.max_rss_mb)
     run = summarise_run(identity, epochs, settings["target_accuracy"])
     run.update(facts)
     run.update({k: v for k, v in done.items() if k != "event"})
@@ -189,10 +229,12 @@ def describe(run: dict) -> str:
 
 def run_sweep(config: Config, folder: RunFolder, data_dir: str | None, progress: bool = True,
               ceilings: dict | None = None) -> None:
-    """Every cell of the config not yet in the folder, each in its own process, written as it finishes."""
+    """Every cell of the config not yet in the folder, each in its own process, written as it finishes.
+
+    `data_dir` is what prepare_data returned: the verified folder (None for the synthetic set).
+    """
     from tqdm import tqdm
 
-    data_dir = prepare_data(config, data_dir)
     cells = config.cells()
     done = folder.finished_keys()
     todo = [c for c in cells if c.key not in done]

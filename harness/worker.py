@@ -59,6 +59,7 @@ def load_dataset(job: dict):
         standardize=values["standardize"],
         allow_download=False,
         resident=True,  # every adapter gets its data in memory: none pages it in inside a timed epoch
+        verified=job.get("data_verified", False),  # the runner verified the folder the user named
     )
 
 
@@ -160,8 +161,10 @@ def train(job: dict) -> None:
             eval_accuracy=eval_accuracy,
             eval_seconds=eval_seconds,
         )
-        if not math.isfinite(loss):
-            emit("done", status="diverged", error=f"training loss became {loss} in epoch {epoch}")
+        losses = {"the training loss": loss, "the evaluation loss": eval_loss}
+        broken = [f"{name} became {value}" for name, value in losses.items() if not math.isfinite(value)]
+        if broken:
+            emit("done", status="diverged", error=f"{' and '.join(broken)} in epoch {epoch}")
             return
     emit("done", status="ok", peak_rss_mb=peak_rss_mb(), peak_device_memory_mb=adapter.peak_device_memory_mb(),
          thread_pools=adapter.thread_pools())

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -217,13 +218,14 @@ def test_bench_run_measures_ceilings_and_resume_keeps_them(tmp_path):
     config_path, out = tmp_path / "ceilings.toml", tmp_path / "run"
     config_path.write_text("matmul_size = 256\n" + text)
     command = [sys.executable, "bench.py", "run", str(config_path), "--out", str(out), "--quiet"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "MNIST_BENCH_CACHE": str(tmp_path / "cache")}  # not the user's cache of ceilings
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr
     [run] = read(out / "runs.csv")
     assert run["status"] == "ok" and float(run["gflops"]) > 0 and run["ceiling_library"] == "numpy"
     assert 0 < float(run["ceiling_fraction"]) < 1.5 and 0 < float(run["peak_fraction"]) < 1.5
     assert 0 < float(run["import_rss_mb"]) <= float(run["peak_rss_mb"])
-    matmul = json.loads((out / "environment.json").read_text())["matmul"]
+    matmul = json.loads((out / "environment.json").read_text())["sessions"][0]["matmul"]
     assert matmul["peak"]["gflops"] > 0 and matmul["libraries"]["numpy"]["status"] == "ok"
     assert matmul["size"] == 256
     summary = (out / "summary.md").read_text()
@@ -231,7 +233,8 @@ def test_bench_run_measures_ceilings_and_resume_keeps_them(tmp_path):
     assert (out / "mlp-efficiency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     resumed = subprocess.run([sys.executable, "bench.py", "run", "--resume", str(out), "--quiet"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+                             cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads((out / "environment.json").read_text())["matmul"] == matmul
+    sessions = json.loads((out / "environment.json").read_text())["sessions"]
+    assert [s["session"] for s in sessions] == [1, 2] and sessions[1]["matmul"] == matmul
     assert read(out / "runs.csv") == [run]

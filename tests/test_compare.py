@@ -21,7 +21,7 @@ def runs_csv(path: Path, speeds: dict[str, list[float]], accuracy=0.98) -> Path:
             rows.append({"framework": framework, "variant": "default", "backend": "b", "model": "mlp",
                          "device": "cpu", "repeat": repeat, "status": "ok", "samples_per_second": speed,
                          "first_epoch_seconds": 60000 / speed + 1, "time_to_target_seconds": 3 * 60000 / speed,
-                         "final_accuracy": accuracy + repeat / 1000})
+                         "final_accuracy": accuracy + repeat / 1000, "session": 1, "schema": 2})
     path.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(path / "runs.csv", index=False)
     return path

@@ -22,18 +22,18 @@ def steered(monkeypatch):
 
 
 def test_native_blas_removes_the_openblas_overrides(steered):
-    env = worker_environment(resolve({"threads": 3, "blas": "native"}, "x"))
+    env = worker_environment(resolve({"threads": 1, "blas": "native"}, "x"))
     assert not set(OPENBLAS_OVERRIDES) & set(env)
     assert os.environ["OPENBLAS_CORETYPE"] == "Haswell"  # this process's own environment is left alone
     assert env["PATH"] == os.environ["PATH"]
 
 
 def test_environment_blas_keeps_the_overrides_and_threads_follow_the_config(steered):
-    env = worker_environment(resolve({"threads": 3}, "x"))
+    env = worker_environment(resolve({"threads": 1}, "x"))
     assert env["OPENBLAS_CORETYPE"] == "Haswell" and env["OPENBLAS_L2_SIZE"] == "262144"
     for name in ("OMP", "MKL", "OPENBLAS", "BLIS", "NUMEXPR"):
-        assert env[f"{name}_NUM_THREADS"] == "3"
-    assert env["TF_NUM_INTRAOP_THREADS"] == env["TF_NUM_INTEROP_THREADS"] == env["MNIST_BENCH_THREADS"] == "3"
+        assert env[f"{name}_NUM_THREADS"] == "1"  # the config's, not the shell's 99
+    assert env["TF_NUM_INTRAOP_THREADS"] == env["TF_NUM_INTEROP_THREADS"] == env["MNIST_BENCH_THREADS"] == "1"
 
 
 def test_steering_variables_keep_only_what_steers_blas_and_frameworks():
@@ -73,3 +73,18 @@ def test_collect_without_a_worker_environment_or_ceilings(monkeypatch):
     assert collected["matmul"] == {}
     assert collected["worker_environment_variables"] == collected["environment_variables"]
     assert collected["worker_environment_variables"]["OMP_NUM_THREADS"] == "7"
+
+
+def test_every_module_an_adapter_in_the_run_declares_has_its_version():
+    config = resolve({"frameworks": ["numpy", "keras"], "threads": 1}, "x")
+    versions = environment.adapter_versions(config)
+    assert set(versions) == {"numpy", "keras"}
+    assert versions["numpy"]["numpy"].startswith("numpy ")
+    assert set(versions["keras"]) >= {"keras", "tensorflow", "jax", "torch"}  # every variant's backend
+    assert environment.module_versions(["no_such_module_for_tests"]) == {"no_such_module_for_tests": "not installed"}
+    assert environment.module_versions(["numpy.linalg"])["numpy.linalg"].startswith("numpy ")
+
+
+def test_threads_zero_means_the_cpus_this_process_may_use(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)
+    assert resolve({}, "x").threads == 2

@@ -3,7 +3,8 @@ import csv
 import pytest
 
 from harness.report import write_summary
-from harness.results import RUN_COLUMNS, RunFolder, summarise_run
+from harness.results import RUN_COLUMNS, summarise_run
+from harness.run_folder import RunFolder
 
 
 def epoch(n, seconds, accuracy, samples=1000):
@@ -40,3 +41,18 @@ def test_records_are_rewritten_whole_after_each_cell(tmp_path):
     assert "90.50 ± 0.71 (CI ±6.35)" in summary  # accuracy: mean ± sd, 95% t-interval over the repeats
     assert "1,000 (1,000–1,001)" in summary  # timings: median (min–max)
     assert (tmp_path / "summary.md").read_text() == summary
+
+
+def test_single_sample_figures_are_marked_and_the_optimizer_form_shown():
+    import pandas as pd
+
+    from harness.report import SINGLE, model_table
+
+    base = {"framework": "keras", "variant": "jax", "backend": "xla", "model": "mlp", "device": "cpu", "status": "ok",
+            "final_accuracy": 0.98, "first_epoch_seconds": 2.0, "optimizer_form": "eps added to sqrt(v)"}
+    one_steady = model_table(pd.DataFrame([{**base, "samples_per_second": 500.0, "steady_epochs": 1}])).iloc[0]
+    assert one_steady["steady samples/s"] == "500" + SINGLE and one_steady["first epoch s"] == "2.00" + SINGLE
+    assert one_steady["test accuracy %"] == "98.00" + SINGLE
+    assert one_steady["optimizer form"] == "eps added to sqrt(v)"
+    two_steady = model_table(pd.DataFrame([{**base, "samples_per_second": 500.0, "steady_epochs": 2}])).iloc[0]
+    assert two_steady["steady samples/s"] == "500"  # the median of two steady epochs: not one sample

@@ -10,7 +10,8 @@ import pytest
 
 from harness.adapter import discover
 from harness.config import load_config
-from harness.results import EPOCH_COLUMNS, RUN_COLUMNS, RunFolder
+from harness.results import EPOCH_COLUMNS, RUN_COLUMNS
+from harness.run_folder import RunFolder
 from harness.runner import run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,8 +40,12 @@ def test_bench_run_writes_every_file_with_every_column(tmp_path):
         assert float(run["setup_seconds"]) > 0 and float(run["peak_rss_mb"]) > 0
         assert run["backend"] and run["thread_pools"]  # e.g. "openblas 0.3.31 SkylakeX x1"
     environment = json.loads((out / "environment.json").read_text())
-    assert environment["cpu"]["cores"] >= 1 and "numpy" in environment["packages"]
-    assert environment["worker_environment_variables"]["OMP_NUM_THREADS"] == "1"
+    [session] = environment["sessions"]
+    assert environment["schema"] == 2 and session["session"] == 1 and {r["session"] for r in runs} == {"1"}
+    assert session["cpu"]["cores"] >= 1 and "numpy" in session["packages"]
+    assert session["worker_environment_variables"]["OMP_NUM_THREADS"] == "1"
+    assert session["adapter_modules"]["numpy"]["numpy"].startswith("numpy ")
+    assert not (out / ".lock").exists()  # released
     assert json.loads((out / "config.json").read_text())["name"] == "smoke"
     summary = (out / "summary.md").read_text()
     assert "## MLP" in summary and "## CNN" in summary
@@ -58,26 +63,13 @@ def faulty_config():
     return config
 
 
-def test_failing_cells_are_recorded_and_the_sweep_goes_on(tmp_path, faulty_config):
-    folder = RunFolder(tmp_path)
-    run_sweep(faulty_config, folder, data_dir=None, progress=False)
-    status = {r["variant"]: (r["status"], r.get("error", "")) for r in read(tmp_path / "runs.csv")}
-    assert status["raise"] == ("error", "RuntimeError: the faulty adapter failed on purpose")
-    assert status["exit"][0] == "crashed"
-    assert status["hang"][0] == "timeout"
-    assert status["skip"] == ("skipped", "this variant never runs here")
-    assert status["nan"][0] == "diverged"
-    assert status["missing"][0] == "skipped" and "no_such_module_for_tests not installed" in status["missing"][1]
-    assert status["numpy"][0] == "ok"  # the cell after all the failures still ran
-    assert (tmp_path / "logs" / "faulty-raise-mlp-cpu-0.log").exists()
-
-
 def test_resume_runs_only_what_did_not_finish(tmp_path, faulty_config):
     faulty_config.values["variants"] = {"faulty": ["raise", "skip"], "numpy": ["numpy"]}
     run_sweep(faulty_config, RunFolder(tmp_path), data_dir=None, progress=False)
     first = read(tmp_path / "runs.csv")
-    folder = RunFolder(tmp_path)
-    folder.load_existing()
+    (tmp_path / "config.json").write_text("{}")
+    folder = RunFolder.existing(tmp_path)
+    folder.keep_finished()
     assert {r["variant"] for r in folder.runs} == {"skip", "numpy"}  # the error is tried again
     run_sweep(faulty_config, folder, data_dir=None, progress=False)
     second = read(tmp_path / "runs.csv")
@@ -98,27 +90,3 @@ def test_list_and_help_start_fast_and_import_no_framework():
     assert result.returncode == 0, result.stderr
     assert "numpy" in result.stdout
     assert float(result.stdout.splitlines()[-1]) < 1.0
-
-
-def test_sigterm_stops_the_worker_and_keeps_what_finished(tmp_path):
-    import signal
-    import time
-
-    out = tmp_path / "run"
-    command = [sys.executable, "bench.py", "run", str(SMOKE), "--out", str(out), "--quiet", "--epochs", "100000"]
-    before = worker_pids()  # workers of other runs on this machine are not this test's business
-    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not (out / "logs").exists() and time.monotonic() < deadline:  # the first worker has started
-        time.sleep(0.2)
-    time.sleep(1)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 130
-    assert "--resume" in process.stderr.read()
-    time.sleep(0.5)
-    assert worker_pids() <= before, "the run's worker outlived it"
-
-
-def worker_pids() -> set[str]:
-    found = subprocess.run(["pgrep", "-f", "python -m harness.worker"], capture_output=True, text=True)
-    return set(found.stdout.split())
