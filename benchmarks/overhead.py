@@ -90,6 +90,8 @@ def bare_speed(cell, config) -> float | None:
     env = {**worker_environment(config), **info.variant_env.get(cell.variant, {}),
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks" / "bare")])}
     script = ROOT / "benchmarks" / "bare" / f"{cell.framework}_loop.py"
+    if not script.exists():
+        raise Skipped(f"{cell.framework} has no bare loop ({script.relative_to(ROOT)}): nothing to compare with")
     result = subprocess.run([sys.executable, str(script), json.dumps(job)], env=env, capture_output=True, text=True,
                             preexec_fn=lambda: pin_threads(values["threads"]), timeout=values["timeout_s"])
     epochs = [json.loads(line)["train_seconds"] for line in result.stdout.splitlines() if line.startswith("{")]

@@ -150,6 +150,7 @@ class JaxAdapter(Adapter):
     variants = ("jit", "scan")
     devices = ("cpu", "gpu")
     models = ("mlp", "cnn")
+    accepts = {"allow_slow": "bool"}  # run the scan CNN on a CPU anyway
 
     def build(self) -> None:
         self.jax_device = jax_device(self.device)

@@ -136,6 +136,7 @@ class KerasAdapter(Adapter):
     variant_library = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}  # whose matmul is its ceiling
     adam_epsilon = "sqrt_v"
     sgd_momentum = "step"
+    accepts = {"jit_compile": ["auto", True, False], "steps_per_execution": "int"}
 
     def build(self) -> None:
         if keras.backend.backend() != self.variant:

@@ -190,6 +190,7 @@ class TorchAdapter(Adapter):
     variants = ("eager", "compile")
     devices = ("cpu", "gpu")
     models = ("mlp", "cnn")
+    accepts = {"channels_last": "bool"}
     # Inductor caches compiled graphs on disk across processes: without this, a cell's first epoch
     # would include a full compile or almost none, depending on what ran before it.
     variant_env = {"compile": {"TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"}}

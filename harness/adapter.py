@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FRAMEWORKS_DIR = ROOT / "frameworks"
 DECLARED = (
     "name", "extra", "modules", "variants", "models", "devices", "variant_env", "variant_modules", "variant_devices",
-    "variant_library", "adam_epsilon", "sgd_momentum",
+    "variant_library", "adam_epsilon", "sgd_momentum", "accepts",
 )
 # Where Adam adds epsilon: to sqrt(v_hat) (PyTorch, Optax), or to sqrt(v) with the bias corrections
 # folded into the rate (Keras). The NumPy reference computes both; parity checks each adapter in its own.
@@ -78,6 +78,8 @@ class Adapter:
     variant_library: ClassVar[dict[str, str]] = {}  # the adapter whose matmul_probe is a variant's ceiling
     adam_epsilon: ClassVar[str] = "sqrt_v_hat"  # where the framework's Adam adds eps (ADAM_EPSILON_FORMS)
     sgd_momentum: ClassVar[str] = "gradient"  # what its SGD momentum buffer holds (SGD_MOMENTUM_FORMS)
+    # [options.<name>] settings it reads from self.options: name -> "bool", "int", "number", "str" or a list of values
+    accepts: ClassVar[dict] = {}
 
     def __init__(
         self,
@@ -209,6 +211,7 @@ class AdapterInfo:
     variant_library: dict[str, str] = field(default_factory=dict)
     adam_epsilon: str = "sqrt_v_hat"
     sgd_momentum: str = "gradient"
+    accepts: dict = field(default_factory=dict)
     has_probe: bool = False  # defines matmul_probe
 
     def library(self, variant: str) -> str:

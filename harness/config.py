@@ -7,6 +7,7 @@ with one sentence naming the key, so a typo never silently falls back to a defau
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -72,6 +73,7 @@ TOP = {
     "blas": (str, "environment", _choice("environment", "native")),
     "matmul_size": (int, 4096, _positive),
     "ceilings": (str, "cached", _choice("cached", "measure", "off")),
+    "max_rss_mb": (NUMBER, 0, _non_negative),
 }
 OPTIMIZER = {
     "name": (str, "adam", _choice("sgd", "adam", "adamw")),
@@ -94,7 +96,7 @@ MODELS = {
 }
 MODEL_DEFAULTS = {
     "mlp": {"epochs": 3, "dropout": 0.2, "target_accuracy": 0.97},
-    "cnn": {"epochs": 2, "dropout": 0.5, "target_accuracy": 0.98},
+    "cnn": {"epochs": 3, "dropout": 0.5, "target_accuracy": 0.98},
 }
 SYNTHETIC = {"train": (int, 512, _positive), "eval": (int, 256, _positive)}
 TABLES = ("optimizer", "mlp", "cnn", "variants", "options", "synthetic")
@@ -177,7 +179,19 @@ def _check_table(table: dict, schema: dict, where: str) -> dict:
     return resolved
 
 
+def _names(where: str, values: list) -> list[str]:
+    """A list of distinct strings, or one sentence saying what is wrong with it."""
+    for value in values:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must list names (strings), not {value!r}")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ConfigError(f"{where} lists {repeated[0]!r} more than once: name it once")
+    return values
+
+
 def _expand_frameworks(names: list, adapters: dict[str, AdapterInfo]) -> list[str]:
+    _names("frameworks", names)
     chosen: list[str] = []
     for name in names:
         for one in adapters if name == "all" else [name]:
@@ -204,7 +218,7 @@ def _resolve_variants(requested: dict, frameworks: list[str], adapters: dict[str
         wanted = requested.get(framework, _device_variants(adapters[framework], device))
         if not isinstance(wanted, list) or not wanted:
             raise ConfigError(f"variants.{framework} must be a non-empty list of variant names")
-        for v in wanted:
+        for v in _names(f"variants.{framework}", wanted):
             if v not in adapters[framework].variants:
                 known = ", ".join(adapters[framework].variants)
                 raise ConfigError(f"variants.{framework} names unknown variant {v!r}: {framework} has {known}")
@@ -212,16 +226,65 @@ def _resolve_variants(requested: dict, frameworks: list[str], adapters: dict[str
     return variants
 
 
+SEED_LIMIT = 2**31  # JAX keys and TensorFlow seeds hold 32 bits
+TRAINING_IMAGES = {"mnist": 60000, "fashion_mnist": 60000}
+
+
 def _check_combinations(values: dict) -> None:
     """Values that are fine alone but not together."""
-    optimizer = values["optimizer"]
-    if optimizer["weight_decay"] and optimizer["name"] != "adamw":
-        raise ConfigError("optimizer.weight_decay is only defined for name = 'adamw' (decoupled): use adamw or 0")
-    for model in values["models"]:
+    try:
+        OptimizerSpec(**{**values["optimizer"], "betas": tuple(values["optimizer"]["betas"])})
+    except ValueError as error:
+        raise ConfigError(f"the [optimizer] table cannot be mapped onto any framework: {error}") from None
+    for model in _names("models", values["models"]):
         if model not in MODELS:
             raise ConfigError(f"unknown model {model!r}: known models are {', '.join(MODELS)}")
+    if not values["models"]:
+        raise ConfigError("models is empty: name at least one of " + ", ".join(MODELS))
     if values["eval_split"] == "validation" and not values["validation"]:
         raise ConfigError("eval_split = 'validation' needs a hold-out: set validation to a sample count, e.g. 5000")
+    images = TRAINING_IMAGES.get(values["dataset"], values["synthetic"]["train"])
+    if values["validation"] >= images:
+        raise ConfigError(f"validation = {values['validation']} leaves no training images of the {images}: "
+                          "hold out fewer")
+    if values["batch_size"] > images - values["validation"]:
+        raise ConfigError(f"batch_size = {values['batch_size']} is more than the {images - values['validation']} "
+                          "training images: use a smaller batch or more data")
+    if values["seed"] + values["repeats"] > SEED_LIMIT:
+        raise ConfigError(f"seed = {values['seed']} plus repeats must stay below 2^31 (frameworks keep 32-bit seeds)")
+    cpus = available_cpus()
+    if values["threads"] > cpus:
+        raise ConfigError(f"threads = {values['threads']} is more than the {cpus} CPUs this process may use: "
+                          f"use at most {cpus} (0 takes them all)")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", values["name"]) or values["name"].startswith("."):
+        raise ConfigError(f"name = {values['name']!r} names the results folder: use letters, digits, '.', '_' "
+                          "and '-'")
+
+
+OPTION_TYPES = {"bool": bool, "int": int, "number": (int, float), "str": str}
+
+
+def _check_options(tables: dict, adapters: dict[str, AdapterInfo]) -> dict:
+    """[options.<framework>]: only the settings an adapter declares it accepts, of the declared type."""
+    for framework, options in tables.items():
+        if framework not in adapters or not isinstance(options, dict):
+            known = ", ".join(adapters)
+            raise ConfigError(f"[options.{framework}] must be a table named after a known framework ({known})")
+        accepts = adapters[framework].accepts
+        for key, value in options.items():
+            if key not in accepts:
+                listed = ", ".join(accepts) or "none"
+                raise ConfigError(f"options.{framework} has no setting {key!r}: {framework} accepts {listed}")
+            kind = accepts[key]
+            if isinstance(kind, list):  # one of these values, of the same type (True is not 1)
+                if not any(type(value) is type(k) and value == k for k in kind):
+                    raise ConfigError(f"options.{framework}.{key} = {value!r} must be one of "
+                                      + ", ".join(map(repr, kind)))
+            elif isinstance(value, bool) and kind != "bool" or not isinstance(value, OPTION_TYPES[kind]):
+                raise ConfigError(f"options.{framework}.{key} = {value!r} must be {kind}")
+            elif kind in ("int", "number") and value <= 0:
+                raise ConfigError(f"options.{framework}.{key} = {value!r} must be greater than 0")
+    return tables
 
 
 def resolve(raw: dict, name: str, overrides: dict | None = None, adapters: dict | None = None) -> Config:
@@ -241,22 +304,18 @@ def resolve(raw: dict, name: str, overrides: dict | None = None, adapters: dict 
     values = _check_table(raw, TOP, "")
     values["optimizer"] = _check_table(tables["optimizer"], OPTIMIZER, "optimizer.")
     for model, schema in MODELS.items():
-        table = {**MODEL_DEFAULTS[model], **tables[model], **({"epochs": epochs} if epochs else {})}
+        table = {**MODEL_DEFAULTS[model], **tables[model], **({"epochs": epochs} if epochs is not None else {})}
         values[model] = _check_table(table, schema, f"{model}.")
     values["synthetic"] = _check_table(tables["synthetic"], SYNTHETIC, "synthetic.")
+    if values["threads"] == 0:
+        values["threads"] = available_cpus()
     _check_combinations(values)
     if values["device"] == "auto":
         values["device"] = "gpu" if gpu_present() else "cpu"
-    if values["threads"] == 0:
-        values["threads"] = available_cpus()
     adapters = adapters if adapters is not None else discover()
     values["frameworks"] = _expand_frameworks(values["frameworks"], adapters)
     values["variants"] = _resolve_variants(tables["variants"], values["frameworks"], adapters, values["device"])
-    for framework, options in tables["options"].items():
-        if framework not in adapters or not isinstance(options, dict):
-            known = ", ".join(adapters)
-            raise ConfigError(f"[options.{framework}] must be a table named after a known framework ({known})")
-    values["options"] = tables["options"]
+    values["options"] = _check_options(tables["options"], adapters)
     return Config(values["name"], values, adapters)
 
 

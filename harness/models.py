@@ -57,6 +57,15 @@ class OptimizerSpec:
     def decays(self) -> bool:
         return self.lr_decay != 1.0 and self.steps_per_epoch > 0
 
+    def form(self, adam_epsilon: str, sgd_momentum: str) -> str:
+        """The form an adapter computes this optimizer in (its declarations), as runs.csv shows it."""
+        if self.name in ("adam", "adamw"):
+            where = "sqrt(v_hat)" if adam_epsilon == "sqrt_v_hat" else "sqrt(v), corrections in the rate"
+            return f"eps added to {where}"
+        if not self.momentum:
+            return "plain"
+        return f"momentum buffer of {'gradients' if sgd_momentum == 'gradient' else 'rate-scaled steps'}"
+
     def lr_at(self, step: int) -> float:
         """The learning rate of step `step` (0-based count of the updates before it)."""
         return self.lr * self.lr_decay ** (step // self.steps_per_epoch) if self.decays else self.lr

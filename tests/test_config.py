@@ -13,7 +13,7 @@ def test_quick_config_resolves_every_framework_and_default():
     config = load_config(ROOT / "configs" / "quick.toml")
     assert config.name == "quick"
     assert "numpy" in config.frameworks
-    assert config.values["mlp"]["epochs"] == 3 and config.values["cnn"]["epochs"] == 2
+    assert config.values["mlp"]["epochs"] == 3 and config.values["cnn"]["epochs"] == 3
     assert config.threads >= 1
     assert config.optimizer.name == "adam" and config.optimizer.betas == (0.9, 0.999)
 
@@ -43,7 +43,24 @@ def test_overrides_replace_config_values():
         ({"repeats": True}, "repeats = True must be int"),
         ({"optimizer": {"lr": -1}}, "optimizer.lr = -1 must be greater than 0"),
         ({"optimizer": {"name": "rmsprop"}}, "optimizer.name = 'rmsprop' must be one of"),
-        ({"optimizer": {"weight_decay": 0.1}}, "weight_decay is only defined for name = 'adamw'"),
+        ({"optimizer": {"weight_decay": 0.1}}, "weight_decay is defined only for adamw"),
+        ({"optimizer": {"name": "sgd", "nesterov": True}}, "nesterov needs sgd with a momentum above 0"),
+        ({"optimizer": {"momentum": 0.9}}, "momentum is an sgd setting"),
+        ({"threads": 10_000}, "threads = 10000 is more than the"),
+        ({"batch_size": 100, "dataset": "synthetic", "synthetic": {"train": 64}}, "is more than the 64 training"),
+        ({"validation": 60000}, "validation = 60000 leaves no training images"),
+        ({"seed": 2**31}, "must stay below 2^31"),
+        ({"name": "../elsewhere"}, "names the results folder"),
+        ({"models": ["mlp", "mlp"]}, "models lists 'mlp' more than once"),
+        ({"models": [["mlp"]]}, "models must list names (strings), not ['mlp']"),
+        ({"frameworks": [3]}, "frameworks must list names (strings), not 3"),
+        ({"models": []}, "models is empty"),
+        ({"options": {"torch": {"channel_last": True}}}, "options.torch has no setting 'channel_last'"),
+        ({"options": {"torch": {"channels_last": 1}}}, "options.torch.channels_last = 1 must be bool"),
+        ({"options": {"keras": {"jit_compile": 1}}}, "options.keras.jit_compile = 1 must be one of 'auto', True"),
+        ({"options": {"keras": {"steps_per_execution": 0}}}, "steps_per_execution = 0 must be greater than 0"),
+        ({"options": {"numpy": {"dtype": "float64"}}}, "numpy accepts none"),
+        ({"max_rss_mb": -5}, "max_rss_mb = -5 must be 0 or more"),
         ({"mlp": {"hidden": []}}, "mlp.hidden = [] must be a non-empty list"),
         ({"cnn": {"dropout": 1.0}}, "cnn.dropout = 1.0 must be in [0, 1)"),
         ({"dataset": "cifar"}, "dataset = 'cifar' must be one of"),

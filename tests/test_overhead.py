@@ -44,3 +44,13 @@ def test_the_ratio_compares_medians_and_flags_a_miss(overhead):
     table = overhead.table(rows)
     assert table.loc[0, "ratio"] == 0.95
     assert table.loc[0, "goal met"] == "NO"
+
+
+def test_a_framework_without_a_bare_loop_is_reported_not_crashed(overhead):
+    from harness.config import Cell
+
+    config = overhead.benchmark_configs(arguments(frameworks="numpy"))[0]
+    cell = Cell("nobare", "v", "mlp", "cpu", 0, 0)
+    config.adapters["nobare"] = config.adapters["numpy"]
+    with pytest.raises(overhead.Skipped, match="has no bare loop"):
+        overhead.bare_speed(cell, config)
