@@ -1,17 +1,19 @@
-"""Native TensorFlow, and the worked example of adding a framework to the harness.
+"""Native TensorFlow: a tf.Module, tf.GradientTape and a tf.function step, with the optimizer written out.
 
-An adapter is one file in frameworks/, named <name>_adapter.py, holding one class:
+An adapter is one file in frameworks/, named <name>_adapter.py, holding one class (the guide,
+docs/adding-an-adapter.md, has a complete minimal one):
   1. Declarations, as plain literals (the registry reads them without importing this file,
      so `bench.py list` stays instant): the name, the pip extra that installs the framework,
      the modules it needs, its variants (each becomes its own results row), models, devices.
-  2. __init__ builds the model from the ModelSpec (harness/models.py) and the optimizer from
-     the OptimizerSpec, honouring `threads` and `seed`; it raises Unsupported when it can't run.
+  2. build() sets the threads and seeds and builds the model from the ModelSpec
+     (harness/models.py) and the optimizer from the OptimizerSpec; it raises DeviceUnavailable
+     or Unsupported when it can't run.
   3. set_params / get_params translate the canonical parameters (names like "conv1.kernel";
      HWIO conv kernels, (in, out) dense kernels, NHWC flatten order) to and from the framework.
   4. load_data moves the whole dataset to the device, once.
   5. train_epoch trains on the batches of indices the harness chose, in order, and blocks
-     until done; evaluate returns (loss, accuracy) on the eval split.
-Then `pytest tests/test_conformance.py -k <name>` and `python bench.py parity --frameworks
+     until done; eval_chunk returns one chunk's summed loss and correct count.
+Then `python bench.py parity --frameworks <name>` and `pytest tests/test_conformance.py -k
 <name>` tell whether it is right.
 
 Here: a tf.Module holding tf.Variables, the forward pass in tf.nn ops, tf.GradientTape, and the

@@ -4,10 +4,10 @@ The runner starts `python -m harness.worker` with the job as JSON on stdin. Even
 to stdout as lines starting with EVENT_PREFIX (anything a framework prints is kept in
 the cell's log, never mistaken for a result). Only this process imports a framework.
 
-Timing rules (DESIGN.md, fairness): data is handed to the adapter once before any
-timer starts; train_epoch and evaluate block until the device is done; the first
-epoch (compile, warm-up) is reported apart from the steady epochs; evaluation is
-timed apart from training.
+Timing rules (docs/DESIGN.md, "Fairness rules"): the data is read into memory and handed
+to the adapter once before any timer starts; train_epoch and evaluate block until the device
+is done; the first epoch (compile, warm-up) is reported apart from the steady epochs;
+evaluation is timed apart from training.
 """
 
 from __future__ import annotations
