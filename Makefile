@@ -9,7 +9,7 @@ CONFIG ?= configs/quick.toml
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: bench test lint data parity list clean
+.PHONY: bench test lint data parity list gpu-check wheels clean
 bench: $(STAMP) data
 	$(BIN)/python bench.py run $(CONFIG)
 
@@ -28,6 +28,24 @@ parity: $(STAMP)  # every variant of every installed adapter
 list: $(STAMP)
 	$(BIN)/python bench.py list
 
+# On a GPU machine, offline: the frameworks preinstalled with CUDA (seen through --system-site-packages),
+# the light packages from $(WHEELS) (make wheels on a machine with network). Without $(WHEELS), the
+# usual .venv: on a machine without a GPU the check skips its GPU steps, saying why, and exits 0.
+WHEELS   ?= wheels
+GPU_VENV ?= .venv-gpu
+gpu-check:
+	@if [ -d "$(WHEELS)" ]; then \
+	  test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv --system-site-packages $(GPU_VENV); \
+	  $(GPU_VENV)/bin/python -m pip install --quiet --no-index --find-links $(WHEELS) -e . || exit 1; \
+	  $(GPU_VENV)/bin/python bench.py gpu-check; \
+	else \
+	  $(MAKE) --no-print-directory $(STAMP) && $(BIN)/python bench.py gpu-check; \
+	fi
+
+wheels:  # the project's light dependencies as wheels, for make gpu-check where there is no network
+	$(PYTHON) -m pip download --quiet --dest $(WHEELS) setuptools wheel \
+	  $$($(PYTHON) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"])')
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH)
@@ -35,4 +53,4 @@ $(STAMP): pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(GPU_VENV) .pytest_cache .ruff_cache

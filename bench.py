@@ -118,7 +118,7 @@ def command_list(args: argparse.Namespace) -> int:
 def command_parity(args: argparse.Namespace) -> int:
     from harness.adapter import discover
     from harness.config import load_config
-    from harness.parity import problems, run_parity, table
+    from harness.parity import closest, problems, run_parity, table
 
     config = load_config(args.config, overrides(args))
 
@@ -127,11 +127,18 @@ def command_parity(args: argparse.Namespace) -> int:
 
     results = run_parity(config, on_result=progress)
     print(table(results))
+    print("\n" + closest(results))
     installed = {name for name, info in discover().items() if not info.missing_modules()}
     found = problems(results, installed)
     for problem in found:
         print(f"parity: {problem}", file=sys.stderr)
     return 1 if found else 0
+
+
+def command_gpu_check(args: argparse.Namespace) -> int:
+    from harness.gpu_check import run_check
+
+    return run_check(args.out, progress=not args.quiet)
 
 
 def command_report(args: argparse.Namespace) -> int:
@@ -226,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("dataset", nargs="?", default="mnist", choices=["mnist", "fashion_mnist"])
     fetch.add_argument("--data-dir", help="folder holding the four IDX files (.gz or raw)")
     fetch.set_defaults(func=command_fetch)
+
+    gpu_check = commands.add_parser("gpu-check", help="prove every GPU path in a few minutes (skips them without "
+                                    "a GPU, saying why); one folder holds it all")
+    gpu_check.add_argument("--out", help="the check's folder (default: results/<UTC time>-gpu-check)")
+    gpu_check.add_argument("--quiet", action="store_true", help="no progress lines")
+    gpu_check.set_defaults(func=command_gpu_check)
 
     report = commands.add_parser("report", help="rebuild summary.md of a run folder")
     report.add_argument("directory", help="a run folder, e.g. results/<time>-quick")

@@ -83,11 +83,15 @@ def bare_speed(cell, config) -> float | None:
 
     values, info = config.values, config.adapters[cell.framework]
     settings = values[cell.model]
-    job = {"model": cell.model, "variant": cell.variant, "epochs": settings["epochs"], "seed": cell.seed,
+    job = {"model": cell.model, "variant": cell.variant, "device": cell.device, "epochs": settings["epochs"],
+           "seed": cell.seed,
            "batch_size": values["batch_size"], "train": values["synthetic"]["train"], "threads": values["threads"],
            "lr": values["optimizer"]["lr"], "options": values["options"].get(cell.framework, {}),
            **{k: v for k, v in settings.items() if k not in ("epochs", "target_accuracy")}}
+    # the cell's own environment: its threads, BLAS and malloc settings, and its device (a CPU cell sees no GPU;
+    # Keras on PyTorch takes its device from KERAS_TORCH_DEVICE, as the adapter sets it)
     env = {**worker_environment(config), **info.variant_env.get(cell.variant, {}),
+           "KERAS_TORCH_DEVICE": "cuda" if cell.device == "gpu" else "cpu",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks" / "bare")])}
     script = ROOT / "benchmarks" / "bare" / f"{cell.framework}_loop.py"
     if not script.exists():

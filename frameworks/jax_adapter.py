@@ -114,8 +114,11 @@ def train_step(graphdef, state, x_all, y_all, indices):
 
 
 @partial(jax.jit, static_argnums=0, donate_argnums=1)
-def jit_step(graphdef, state, x_all, y_all, indices):
-    return train_step(graphdef, state, x_all, y_all, indices)
+def jit_step(graphdef, state, x_all, y_all, batches, step):
+    """Step `step` of the epoch; its indices, like the data, are already on the device, and the step
+    returns the next step's number there: nothing crosses from the host between steps."""
+    state, loss = train_step(graphdef, state, x_all, y_all, batches[step])
+    return state, loss, step + 1
 
 
 @partial(jax.jit, static_argnums=0, donate_argnums=1)
@@ -200,14 +203,16 @@ class JaxAdapter(Adapter):
     def train_epoch(self, batches: np.ndarray) -> float:
         self.net.train()
         graphdef, state = nnx.split((self.net, self.optimizer_state))
+        batches = jax.device_put(np.asarray(batches, np.int32), self.jax_device)  # one transfer per epoch
         if self.variant == "scan":
-            batches = jax.device_put(np.asarray(batches, np.int32), self.jax_device)
             state, mean_loss = scan_epoch(graphdef, state, self.x_train, self.y_train, batches)
         else:
-            losses = []
-            for indices in np.asarray(batches, np.int32):
-                state, loss = jit_step(graphdef, state, self.x_train, self.y_train, indices)
+            losses, step = [], jax.device_put(np.int32(0), self.jax_device)
+            for _ in range(len(batches)):
+                state, loss, step = jit_step(graphdef, state, self.x_train, self.y_train, batches, step)
                 losses.append(loss)
+                if self.sync_each_step:  # only the GPU check's contrast run: a read-back every step
+                    float(loss)
             mean_loss = jnp.mean(jnp.stack(losses))
         nnx.update((self.net, self.optimizer_state), state)
         return float(jax.block_until_ready(mean_loss))
@@ -232,6 +237,14 @@ class JaxAdapter(Adapter):
         stats = self.jax_device.memory_stats() if self.jax_device.platform != "cpu" else None
         return stats["peak_bytes_in_use"] / 2**20 if stats and "peak_bytes_in_use" in stats else None
 
+    def device_memory_in_use_mb(self) -> float | None:
+        stats = self.jax_device.memory_stats() if self.jax_device.platform != "cpu" else None
+        return stats["bytes_in_use"] / 2**20 if stats and "bytes_in_use" in stats else None
+
+    @property
+    def steps_in_python(self) -> bool:
+        return self.variant == "jit"
+
     @staticmethod
     def matmul_probe(device: str, size: int, threads: int):
         """One jitted float32 product at "highest" precision (XLA's own dot emitter or runtime library)."""
@@ -240,3 +253,14 @@ class JaxAdapter(Adapter):
         a, b = (jax.device_put(rng.random((size, size), np.float32), target) for _ in range(2))
         multiply = jax.jit(jnp.matmul)
         return (lambda: multiply(a, b).block_until_ready()), f"xla-{target.platform} (jaxlib {jax.__version__})"
+
+    @staticmethod
+    def matmul_on_device(device: str, a: np.ndarray, b: np.ndarray):
+        target = jax_device(device)
+        product = np.asarray(jax.jit(jnp.matmul)(jax.device_put(a, target), jax.device_put(b, target)))
+        facts = {"precision_set": f"jax_default_matmul_precision={jax.config.jax_default_matmul_precision}"}
+        if target.platform == "gpu":
+            from jax.extend import backend
+
+            facts["runtime"] = backend.get_backend("gpu").platform_version  # names the CUDA and cuDNN builds
+        return product, facts

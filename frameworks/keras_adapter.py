@@ -132,7 +132,6 @@ class KerasAdapter(Adapter):
         "torch": {"KERAS_BACKEND": "torch"},
     }
     variant_modules = {"tensorflow": ("tensorflow",), "jax": ("jax",), "torch": ("torch",)}
-    variant_devices = {"tensorflow": ("cpu",), "jax": ("cpu", "gpu"), "torch": ("cpu", "gpu")}
     variant_library = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}  # whose matmul is its ceiling
     adam_epsilon = "sqrt_v"
     sgd_momentum = "step"
@@ -217,7 +216,39 @@ class KerasAdapter(Adapter):
         compiled = "xla" if self.variant != "torch" else "torch.compile"
         how = compiled if self.net.jit_compile else "no jit"  # "auto" resolved by Keras
         steps = self.net.steps_per_execution
-        return f"{self.variant} ({how}, {steps} step{'s' if steps > 1 else ''}/call)"
+        fed = ", batches copied from the host" if self.data_on_host else ""
+        return f"{self.variant} ({how}, {steps} step{'s' if steps > 1 else ''}/call{fed})"
+
+    @property
+    def data_on_host(self) -> bool:
+        """fit's data adapter hands each batch over from the host, even from arrays already on the GPU."""
+        return self.device == "gpu"
+
+    @property
+    def steps_in_python(self) -> bool:
+        return False  # fit runs the epoch's steps itself
+
+    def peak_device_memory_mb(self) -> float | None:
+        """The backend allocator's peak of memory in use on the GPU (each framework's own measure)."""
+        return self._gpu_memory(peak=True)
+
+    def device_memory_in_use_mb(self) -> float | None:
+        return self._gpu_memory(peak=False)
+
+    def _gpu_memory(self, peak: bool) -> float | None:
+        if self.device != "gpu":
+            return None
+        if self.variant == "tensorflow":
+            import tensorflow as tf
+
+            return tf.config.experimental.get_memory_info("GPU:0")["peak" if peak else "current"] / 2**20
+        if self.variant == "jax":
+            import jax
+
+            return jax.devices("gpu")[0].memory_stats()["peak_bytes_in_use" if peak else "bytes_in_use"] / 2**20
+        import torch
+
+        return (torch.cuda.max_memory_allocated() if peak else torch.cuda.memory_allocated()) / 2**20
 
     def thread_pools(self) -> str:
         if self.variant == "tensorflow":

@@ -15,6 +15,7 @@ vectorised in-place operations.
 from __future__ import annotations
 
 import ctypes
+import os
 
 import numpy as np
 
@@ -56,12 +57,15 @@ def im2col(x, k: int, xp):
     """(N, H, W, C) -> (N*H'*W', k*k*C): one row per output pixel, holding its k x k x C patch.
 
     The patch is ordered (kh, kw, c), like a HWIO kernel reshaped to (k*k*C, O), so that a
-    'valid' convolution is a single matrix product. The sliding window view costs nothing;
-    the reshape makes the one copy that the GEMM needs contiguous.
+    'valid' convolution is a single matrix product. The strided view costs nothing; the reshape
+    makes the one copy that the GEMM needs contiguous. (sliding_window_view builds the same view,
+    but CuPy's checks each window size with a read back from the GPU: four blocking syncs a step.)
     """
     n, h, w, c = x.shape
-    patches = xp.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))  # (N, H', W', C, kh, kw)
-    return patches.transpose(0, 1, 2, 4, 5, 3).reshape(n * (h - k + 1) * (w - k + 1), k * k * c)
+    ho, wo = h - k + 1, w - k + 1
+    sn, sh, sw, sc = x.strides
+    patches = xp.lib.stride_tricks.as_strided(x, (n, ho, wo, k, k, c), (sn, sh, sw, sh, sw, sc))
+    return patches.reshape(n * ho * wo, k * k * c)
 
 
 def col2im(dcols, x_shape: tuple[int, ...], k: int, xp):
@@ -293,6 +297,26 @@ def array_module(device: str):
     return cupy
 
 
+def peak_in_use_hook(cupy):
+    """A CuPy memory hook (a context manager) keeping the peak of the pool's bytes in use: the measure
+    PyTorch, JAX and TensorFlow report, where CuPy reports only the current figure. Each hook is named
+    for itself, since CuPy refuses two hooks of one name in a thread."""
+
+    class PeakInUse(cupy.cuda.MemoryHook):
+        def __init__(self) -> None:
+            self.name = f"peak-in-use-{id(self)}"
+            self.in_use = self.peak = cupy.get_default_memory_pool().used_bytes()
+
+        def malloc_postprocess(self, **allocation) -> None:
+            self.in_use += allocation["mem_size"]
+            self.peak = max(self.peak, self.in_use)
+
+        def free_postprocess(self, **allocation) -> None:
+            self.in_use -= allocation["mem_size"]
+
+    return PeakInUse()
+
+
 def limit_blas_threads(threads: int):
     """Hold the BLAS pool to `threads` (the worker also pins the CPU affinity, which covers a missing threadpoolctl)."""
     try:
@@ -372,6 +396,7 @@ class NumpyAdapter(Adapter):
             raise Unsupported(f"numpy variant {self.variant!r} does not run on {self.device}")
         self.xp = array_module(self.device)
         self.dtype = np.dtype(self.options.get("dtype", "float32"))
+        self.peak_in_use = None  # bytes, measured once after training (peak_device_memory_mb)
         if self.xp is np:
             self._blas_limits = limit_blas_threads(self.threads)  # kept: it holds the limit
             keep_freed_memory_for_reuse()
@@ -479,7 +504,10 @@ class NumpyAdapter(Adapter):
         for i, indices in enumerate(batches):
             losses[i] = self._loss_and_backward(self.x_train[indices], self.y_train[indices], train=True)
             self.optimizer_state.step(self.flat_params, self.flat_grads)
+            if self.sync_each_step:  # only the GPU check's contrast run: a read-back every step
+                float(losses[i])
         self._sync()
+        self.last_batches = batches  # for peak_device_memory_mb
         return float(losses.mean(dtype=np.float64))
 
     def eval_chunk(self, rows: slice):
@@ -498,10 +526,23 @@ class NumpyAdapter(Adapter):
         return "cupy" if self.xp is not np else blas_name()
 
     def peak_device_memory_mb(self) -> float | None:
-        """CuPy's pool keeps freed blocks (it returns them only when asked), so its total is its high-water mark."""
+        """Measured once the timed work is over: one more step and an evaluation, which allocate what every
+        step and evaluation did, under a hook (its Python call per allocation would slow a timed epoch)."""
         if self.xp is np:
             return None
-        return self.xp.get_default_memory_pool().total_bytes() / 2**20
+        if self.peak_in_use is None:
+            with peak_in_use_hook(self.xp) as hook:
+                if len(getattr(self, "last_batches", ())):
+                    x, y = self.x_train[self.last_batches[-1]], self.y_train[self.last_batches[-1]]
+                    self._loss_and_backward(x, y, train=True)
+                    self.optimizer_state.step(self.flat_params, self.flat_grads)
+                if hasattr(self, "x_eval"):
+                    self.evaluate()
+            self.peak_in_use = hook.peak
+        return self.peak_in_use / 2**20
+
+    def device_memory_in_use_mb(self) -> float | None:
+        return None if self.xp is np else self.xp.get_default_memory_pool().used_bytes() / 2**20
 
     @staticmethod
     def matmul_probe(device: str, size: int, threads: int):
@@ -519,3 +560,19 @@ class NumpyAdapter(Adapter):
                 xp.cuda.Device().synchronize()
 
         return product, "cupy (cublas)" if xp is not np else blas_name()
+
+    @staticmethod
+    def matmul_on_device(device: str, a: np.ndarray, b: np.ndarray):
+        xp = array_module(device)
+        if xp is np:
+            return a @ b, {"precision_set": "float32 (sgemm)"}
+        runtime = xp.cuda.runtime
+        facts = {"precision_set": f"CUPY_TF32={os.environ.get('CUPY_TF32', 'unset (off)')}",
+                 "cuda": str(runtime.runtimeGetVersion()), "driver": str(runtime.driverGetVersion())}
+        try:  # cuDNN is an optional part of CuPy
+            from cupy.cuda import cudnn
+
+            facts["cudnn"] = str(cudnn.getVersion())
+        except Exception:
+            pass
+        return xp.asnumpy(xp.asarray(a) @ xp.asarray(b)), facts

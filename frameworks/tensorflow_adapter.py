@@ -154,8 +154,11 @@ class TensorflowAdapter(Adapter):
 
     def train_epoch(self, batches: np.ndarray) -> float:
         with tf.device(self.tf_device):
-            batches = tf.constant(batches, tf.int32)
-            losses = [self.train_step(indices) for indices in batches]
+            losses = []
+            for indices in tf.constant(batches, tf.int32):
+                losses.append(self.train_step(indices))
+                if self.sync_each_step:  # only the GPU check's contrast run: a read-back every step
+                    float(losses[-1])
             return float(tf.reduce_mean(tf.stack(losses)))  # reading the value waits for every step
 
     def eval_chunk(self, rows: slice):
@@ -171,6 +174,13 @@ class TensorflowAdapter(Adapter):
     def backend(self) -> str:
         return f"{'xla' if self.variant == 'xla' else 'tf-graph'} ({self.tf_device.strip('/').lower()})"
 
+    def peak_device_memory_mb(self) -> float | None:
+        """The GPU allocator's peak of memory in use, as PyTorch, JAX and CuPy report it."""
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20 if self.device == "gpu" else None
+
+    def device_memory_in_use_mb(self) -> float | None:
+        return tf.config.experimental.get_memory_info("GPU:0")["current"] / 2**20 if self.device == "gpu" else None
+
     @staticmethod
     def matmul_probe(device: str, size: int, threads: int):
         """One float32 tf.matmul, eager (a single op: the graph executor would add nothing to it)."""
@@ -184,3 +194,15 @@ class TensorflowAdapter(Adapter):
 
         onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
         return product, f"tensorflow {tf.__version__} ({'onednn' if onednn else 'eigen'})"
+
+    @staticmethod
+    def matmul_on_device(device: str, a: np.ndarray, b: np.ndarray):
+        name = TensorflowAdapter._device(device, int(os.environ.get("TF_NUM_INTRAOP_THREADS", "1")))
+        with tf.device(name):
+            product = tf.linalg.matmul(tf.constant(a), tf.constant(b)).numpy()
+        facts = {"precision_set": "tensor_float_32_execution="
+                                  f"{tf.config.experimental.tensor_float_32_execution_enabled()}"}
+        if device == "gpu":
+            build = tf.sysconfig.get_build_info()
+            facts.update(cuda=build.get("cuda_version"), cudnn=build.get("cudnn_version"))
+        return product, facts

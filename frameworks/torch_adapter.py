@@ -271,7 +271,10 @@ class TorchAdapter(Adapter):
         batches = torch.from_numpy(batches).to(self.torch_device, torch.int64)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.torch_device)
         for indices in batches:
-            loss_sum += self.train_step(self.x_train[indices], self.y_train[indices])
+            loss = self.train_step(self.x_train[indices], self.y_train[indices])
+            loss_sum += loss
+            if self.sync_each_step:  # only the GPU check's contrast run: a read-back every step
+                loss.item()
         self._sync()
         return loss_sum.item() / len(batches)  # one device -> host read per epoch
 
@@ -302,6 +305,9 @@ class TorchAdapter(Adapter):
             return None
         return torch.cuda.max_memory_allocated(self.torch_device) / 2**20
 
+    def device_memory_in_use_mb(self) -> float | None:
+        return torch.cuda.memory_allocated(self.torch_device) / 2**20 if self.torch_device.type == "cuda" else None
+
     @staticmethod
     def matmul_probe(device: str, size: int, threads: int):
         """One float32 torch.mm into a preallocated result (MKL on x86 CPUs, cuBLAS on a GPU, no TF32)."""
@@ -317,3 +323,15 @@ class TorchAdapter(Adapter):
                 torch.cuda.synchronize(target)
 
         return product, f"cuda {torch.version.cuda} (cublas)" if target.type == "cuda" else cpu_library()
+
+    @staticmethod
+    def matmul_on_device(device: str, a: np.ndarray, b: np.ndarray):
+        target = torch_device(device)
+        use_full_float32()
+        product = (torch.from_numpy(a).to(target) @ torch.from_numpy(b).to(target)).cpu().numpy()
+        facts = {"precision_set": f"float32_matmul_precision={torch.get_float32_matmul_precision()}, "
+                                  f"cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}, "
+                                  f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}"}
+        if target.type == "cuda":
+            facts.update(cuda=torch.version.cuda, cudnn=str(torch.backends.cudnn.version()))
+        return product, facts

@@ -95,6 +95,9 @@ class Adapter:
         self.model, self.optimizer, self.device, self.variant = model, optimizer, device, variant
         self.seed, self.threads, self.options = seed, threads, options
         self.eval_batch_size = int(options.get("eval_batch_size", 1000))
+        # The GPU check's contrast run sets this: train_epoch then reads each step's loss back, as a
+        # careless loop would; a framework whose steps already wait for the GPU runs no slower for it.
+        self.sync_each_step = False
         self.build()
 
     def build(self) -> None:
@@ -124,7 +127,8 @@ class Adapter:
     def train_epoch(self, batches: np.ndarray) -> float:
         """Train on x_train[batches[i]] for each row i in order; return the mean batch loss.
 
-        Blocks until the device is done, so the caller's timer measures the work.
+        Blocks until the device is done, so the caller's timer measures the work, and waits for nothing
+        between steps: when self.sync_each_step is set (the GPU check), it reads each step's loss back.
         """
         raise NotImplementedError  # abstract
 
@@ -159,8 +163,23 @@ class Adapter:
         return loaded_thread_pools()
 
     def peak_device_memory_mb(self) -> float | None:
-        """Peak accelerator memory of this process, where the framework exposes it."""
+        """The framework allocator's peak of memory in use on the GPU (None on a CPU): one measure for all."""
         return None
+
+    def device_memory_in_use_mb(self) -> float | None:
+        """The framework allocator's memory in use on the GPU now (None on a CPU): the GPU check's residency probe."""
+        return None
+
+    @property
+    def steps_in_python(self) -> bool:
+        """True where train_epoch runs its steps in a Python loop that honours sync_each_step; False where
+        the epoch is one call (lax.scan, Keras's fit)."""
+        return True
+
+    @property
+    def data_on_host(self) -> bool:
+        """True where the framework copies each batch from the host (Keras's fit on a GPU), said in the row."""
+        return False
 
     @staticmethod
     def matmul_probe(device: str, size: int, threads: int) -> tuple[Callable[[], None], str]:
@@ -173,6 +192,15 @@ class Adapter:
         Without one, the ceiling is recorded as skipped with this reason.
         """
         raise Unsupported("this adapter defines no matmul_probe: its rows get no own-ceiling column")
+
+    @staticmethod
+    def matmul_on_device(device: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, dict]:
+        """a @ b (float32) computed on the device with the precision settings training uses, back on the
+        host, and what the framework says of them: {"precision_set": ...} and, on a GPU, the CUDA and
+        cuDNN versions it was built with. The harness compares the product with float64
+        (ceilings.product_precision): TF32 or bfloat16 products show. Optional, beside matmul_probe.
+        """
+        raise NotImplementedError
 
 
 def hidden_pool(library: str, threads: int) -> str:
@@ -328,7 +356,3 @@ def discover(directory: Path | None = None) -> dict[str, AdapterInfo]:
     order = ["numpy", "torch", "jax", "keras", "tensorflow"]
     return dict(sorted(found.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
 
-
-def gpu_present() -> bool:
-    """A cheap guess at an NVIDIA GPU, without importing a framework (for device = "auto"; adapters check for real)."""
-    return os.path.exists("/dev/nvidia0") and os.environ.get("CUDA_VISIBLE_DEVICES") not in ("", "-1")

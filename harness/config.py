@@ -12,7 +12,8 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harness.adapter import AdapterInfo, discover, gpu_present
+from harness.adapter import AdapterInfo, discover
+from harness.devices import resolve as resolve_device
 from harness.errors import UserError
 from harness.models import ModelSpec, OptimizerSpec, model_spec
 
@@ -310,8 +311,7 @@ def resolve(raw: dict, name: str, overrides: dict | None = None, adapters: dict 
     if values["threads"] == 0:
         values["threads"] = available_cpus()
     _check_combinations(values)
-    if values["device"] == "auto":
-        values["device"] = "gpu" if gpu_present() else "cpu"
+    values["device"] = resolve_device(values["device"])[0]
     adapters = adapters if adapters is not None else discover()
     values["frameworks"] = _expand_frameworks(values["frameworks"], adapters)
     values["variants"] = _resolve_variants(tables["variants"], values["frameworks"], adapters, values["device"])

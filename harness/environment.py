@@ -24,7 +24,7 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile",
 ENV_PREFIXES = (
     "OPENBLAS_", "MKL_", "OMP_", "KMP_", "GOMP_", "BLIS_", "NUMEXPR_", "XLA_", "TF_ENABLE_", "TF_NUM_", "TF_XLA_",
     "TF_CPP_", "TF_GPU_", "TF_FORCE_", "JAX_", "KERAS_", "TORCH",
-    "CUDA_", "NVIDIA_TF32", "DNNL_", "ONEDNN_", "MNIST_BENCH_", "MALLOC_", "GLIBC_TUNABLES",
+    "CUDA_", "CUPY_", "NVIDIA_TF32", "DNNL_", "ONEDNN_", "MNIST_BENCH_", "MALLOC_", "GLIBC_TUNABLES",
 )
 
 
@@ -119,13 +119,17 @@ def gpus() -> list[dict]:
     if not shutil.which("nvidia-smi"):
         return []
     query = "name,driver_version,memory.total"
+    out = _run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"])
+    found = [dict(zip(query.split(","), (v.strip() for v in line.split(",")))) for line in out.splitlines() if line]
+    cuda = re.search(r"CUDA Version:\s*([\d.]+)", _run(["nvidia-smi"]))  # the driver's CUDA, in its banner only
+    return [{**gpu, "cuda_version": cuda.group(1) if cuda else "?"} for gpu in found]
+
+
+def _run(command: list[str]) -> str:
     try:
-        out = subprocess.run(
-            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
-        ).stdout
+        return subprocess.run(command, capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.SubprocessError):
-        return []
-    return [dict(zip(query.split(","), (v.strip() for v in line.split(",")))) for line in out.splitlines() if line]
+        return ""
 
 
 def git_state() -> dict:

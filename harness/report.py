@@ -30,6 +30,7 @@ EFFICIENCY_COLUMNS = {
     "ceiling_fraction": ("% of own ceiling", lambda v: f"{100 * v:.0f}"),
     "import_rss_mb": ("RSS after import MB", lambda v: f"{v:,.0f}"),
     "peak_rss_mb": ("peak RSS MB", lambda v: f"{v:,.0f}"),
+    "peak_device_memory_mb": ("peak device MB", lambda v: f"{v:,.0f}"),  # the allocator's peak in use
 }
 
 
@@ -83,7 +84,10 @@ def efficiency_table(runs: pd.DataFrame) -> pd.DataFrame:
     for keys, group in runs.groupby(GROUP, sort=False, dropna=False):
         row = dict(zip(GROUP[:2], keys))
         row["own ceiling"] = _ceiling_text(group)
-        row.update(_medians(group, EFFICIENCY_COLUMNS))
+        device_mb = group.get("peak_device_memory_mb", pd.Series(dtype=float))
+        on_device = pd.to_numeric(device_mb, errors="coerce").notna().any()
+        row.update(_medians(group, {k: v for k, v in EFFICIENCY_COLUMNS.items()
+                                    if on_device or k != "peak_device_memory_mb"}))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -128,6 +132,27 @@ def ceilings_text(matmul: dict) -> str:
             f"epoch, so they include everything else the step does.")
 
 
+def device_text(session: dict, device: str | None) -> list[str]:
+    """The GPU, and the precision each library's products were measured at (TF32 or bfloat16 would show)."""
+    lines = []
+    for gpu in session.get("gpus") or []:
+        lines.append(f"GPU: {gpu.get('name', '?')}, {gpu.get('memory.total', '?')}, driver "
+                     f"{gpu.get('driver_version', '?')}, CUDA {gpu.get('cuda_version', '?')}.")
+    measured = {name: r for name, r in (session.get("matmul") or {}).get("libraries", {}).items()
+                if "product_error" in r}
+    if measured:
+        def builds(r: dict) -> str:
+            named = [f"{label} {r[key]}" for key, label in (("cuda", "CUDA"), ("cudnn", "cuDNN"), ("runtime", ""))
+                     if r.get(key)]
+            return "; " + ", ".join(part.strip() for part in named) if named else ""
+
+        listed = ", ".join(f"{name} {r['precision']} ({r['product_error']:.1e}{builds(r)})"
+                           for name, r in measured.items())
+        lines.append(f"Products on the {device or '?'} (median error of a float32 product against float64, "
+                     f"relative to its RMS): {listed}.")
+    return ["", " ".join(lines)] if lines else []
+
+
 def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots: dict | None = None) -> str:
     ok = runs[runs["status"] == "ok"]
     sessions = environment.get("sessions") or [{}]
@@ -141,6 +166,7 @@ def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots:
         f"time to target counts training from the first step, compile included."
     )
     lines += ["", ceilings_text(first.get("matmul") or {})]
+    lines += device_text(first, config.get("device"))
     lines += sessions_text(sessions, runs)
     mixed = any(s.get("differs_from_first") for s in sessions)
     for model in dict.fromkeys(runs["model"]):

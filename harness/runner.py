@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from harness import devices
 from harness.config import Cell, Config
 from harness.results import ROOT, summarise_run
 from harness.run_folder import RunFolder
@@ -46,8 +47,10 @@ ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": 
 
 
 def worker_environment(config: Config) -> dict[str, str]:
-    """The environment of every worker of a run: this one, the threads, the allocator and the BLAS choice."""
+    """The environment of every worker of a run: this one, the threads, the allocator, the BLAS choice and
+    the device's settings (harness/devices.py: a CPU cell sees no GPU, a GPU cell computes in float32)."""
     env = {**ALLOCATOR, **os.environ, **thread_env(config.threads), "PYTHONUNBUFFERED": "1"}
+    env.update(devices.worker_variables(config.device, os.environ))
     if config.blas == "native":
         for name in OPENBLAS_OVERRIDES:
             env.pop(name, None)

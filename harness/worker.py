@@ -198,11 +198,20 @@ def parity(job: dict) -> None:
 def matmul(job: dict) -> None:
     """Time one large float32 product in the adapter's framework: its ceiling (harness/ceilings.py)."""
     from harness.adapter import loaded_thread_pools
-    from harness.ceilings import time_product
+    from harness.ceilings import product_precision, time_product
 
     adapter_class = import_adapter(job)
     product, library = adapter_class.matmul_probe(job["device"], job["size"], job["config"]["threads"])
-    emit("done", status="ok", library=library, **time_product(product, job["size"]), thread_pools=loaded_thread_pools())
+    timing = time_product(product, job["size"])
+    emit("done", status="ok", library=library, **timing, thread_pools=loaded_thread_pools(),
+         **product_precision(adapter_class, job["device"]))
+
+
+def device(job: dict) -> None:
+    """Probe the adapter's data residency and step synchrony on its device (the GPU check)."""
+    from harness.device_probe import probe
+
+    emit("done", status="ok", **probe(job))
 
 
 def main() -> None:
@@ -211,7 +220,7 @@ def main() -> None:
     pin_threads(job["config"]["threads"])
     from harness.adapter import DeviceUnavailable, Unsupported
 
-    modes = {"parity": parity, "matmul": matmul, "train": train}
+    modes = {"parity": parity, "matmul": matmul, "train": train, "device": device}
     try:
         modes[job.get("mode", "train")](job)
     except Unsupported as reason:

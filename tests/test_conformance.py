@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from harness.adapter import gpu_present
+from harness.devices import gpu_visible
 from harness.parity import RECIPES
 from tests.conftest import ADAPTERS, CPU_CASES
 
@@ -48,7 +48,7 @@ def test_declared_devices_are_respected(adapter_run, info, variant, model):
     seen, _ = adapter_run(info, variant, model)
     if "gpu" not in info.variant_devices.get(variant, info.devices):
         assert info.unsupported(model, "gpu", variant), "a variant not declared for the GPU must be refused there"
-    elif not gpu_present():
+    elif not gpu_visible():
         assert seen["gpu"].startswith("device unavailable: "), "a GPU cell without a GPU must raise DeviceUnavailable"
     else:  # a GPU is here: the adapter builds on it, or its framework build lacks CUDA and says so
         assert seen["gpu"] == "built" or (seen["gpu"].startswith("device unavailable: ")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from frameworks.numpy_adapter import SGD, Adam, NumpyAdapter, maxpool_backward, maxpool_forward
+from frameworks.numpy_adapter import SGD, Adam, NumpyAdapter, im2col, maxpool_backward, maxpool_forward
 from harness.adapter import discover
 from harness.models import ModelSpec, OptimizerSpec
 
@@ -129,6 +131,21 @@ def test_dropout_sits_before_the_last_dense_layer(model, width):
     state = no_dropout.rng.bit_generator.state
     assert no_dropout.forward(no_dropout._model_input(x), train=True)[1]["dropout"] is None
     assert no_dropout.rng.bit_generator.state == state  # rate 0 draws nothing
+
+
+@pytest.mark.parametrize("shape, k", [((2, 5, 6, 3), 3), ((1, 4, 4, 1), 2), ((3, 7, 5, 2), 1)])
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+def test_im2col_is_the_patch_matrix_and_needs_only_a_strided_view(shape, k, layout):
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    if layout == "strided":  # a view with other strides, as a transposed activation would be
+        x = np.ascontiguousarray(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+    n, h, w, c = shape
+    expected = np.array([x[b, i : i + k, j : j + k, :].reshape(-1)
+                         for b in range(n) for i in range(h - k + 1) for j in range(w - k + 1)])
+    # only as_strided and reshape: CuPy's sliding_window_view reads the window back from the GPU every call
+    only_strides = SimpleNamespace(lib=SimpleNamespace(stride_tricks=SimpleNamespace(
+        as_strided=np.lib.stride_tricks.as_strided)))
+    np.testing.assert_array_equal(im2col(x, k, only_strides), expected)
 
 
 def test_maxpool_routes_ties_to_the_first_max_and_crops_odd_edges():

@@ -54,3 +54,33 @@ def test_a_framework_without_a_bare_loop_is_reported_not_crashed(overhead):
     config.adapters["nobare"] = config.adapters["numpy"]
     with pytest.raises(overhead.Skipped, match="has no bare loop"):
         overhead.bare_speed(cell, config)
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_a_bare_loop_runs_on_the_cells_device_with_the_cells_environment(overhead, monkeypatch, device):
+    """Harness and bare loop must compare one device: the job names it, and the environment holds it."""
+    import json
+    import subprocess
+    from dataclasses import replace
+
+    from harness.config import Cell
+
+    config = overhead.benchmark_configs(arguments(frameworks="numpy"))[0]
+    config = replace(config, values={**config.values, "device": device})
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    seen = {}
+
+    def run(command, env, **kwargs):
+        seen.update(job=json.loads(command[-1]), env=env)
+        return subprocess.CompletedProcess(command, 1, "", "stopped by the test")
+
+    monkeypatch.setattr(overhead.subprocess, "run", run)
+    overhead.bare_speed(Cell("numpy", "numpy", "mlp", device, 0, 0), config)
+    assert seen["job"]["device"] == device
+    assert seen["env"]["KERAS_TORCH_DEVICE"] == ("cuda" if device == "gpu" else "cpu")
+    assert (seen["env"].get("CUDA_VISIBLE_DEVICES") == "") == (device == "cpu")
+
+
+@pytest.mark.parametrize("framework", ["numpy", "torch", "jax"])
+def test_every_bare_loop_reads_the_device_from_its_job(framework):
+    assert 'job["device"]' in (ROOT / "benchmarks" / "bare" / f"{framework}_loop.py").read_text()

@@ -7,7 +7,6 @@ performance guide suggests for small steps.
 from functools import partial
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from common import EpochTimer, setup
@@ -63,8 +62,9 @@ def step(graphdef, state, x, y, indices):
 
 
 @partial(jax.jit, static_argnums=0, donate_argnums=1)
-def jit_step(graphdef, state, x, y, indices):
-    return step(graphdef, state, x, y, indices)
+def jit_step(graphdef, state, x, y, batches, i):
+    state, loss = step(graphdef, state, x, y, batches[i])
+    return state, loss, i + 1  # the indices and the step number stay on the device
 
 
 @partial(jax.jit, static_argnums=0, donate_argnums=1)
@@ -75,19 +75,23 @@ def scan_epoch(graphdef, state, x, y, batches):
 def main() -> None:
     job, data, epochs = setup()
     jax.config.update("jax_default_matmul_precision", "highest")
-    model = (MLP if job["model"] == "mlp" else CNN)(job, nnx.Rngs(job["seed"]))
-    optimizer = nnx.Optimizer(model, optax.adam(job["lr"]), wrt=nnx.Param)
+    device = jax.devices(job["device"])[0]
+    with jax.default_device(device):
+        model = (MLP if job["model"] == "mlp" else CNN)(job, nnx.Rngs(job["seed"]))
+        optimizer = nnx.Optimizer(model, optax.adam(job["lr"]), wrt=nnx.Param)
     model.train()
     graphdef, state = nnx.split((model, optimizer))
-    state = jax.device_put(state)  # committed, as the step's outputs are: one compile, not two
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    state = jax.device_put(state, device)  # committed, as the step's outputs are: one compile, not two
+    x, y = jax.device_put(data.x_train, device), jax.device_put(data.y_train, device)
     for batches in epochs:
         with EpochTimer():
+            batches = jax.device_put(batches, device)
             if job["variant"] == "scan":
-                state, losses = scan_epoch(graphdef, state, x, y, jnp.asarray(batches))
+                state, losses = scan_epoch(graphdef, state, x, y, batches)
             else:
-                for indices in np.asarray(batches):
-                    state, losses = jit_step(graphdef, state, x, y, indices)
+                i = jax.device_put(np.int32(0), device)
+                for _ in range(len(batches)):
+                    state, losses, i = jit_step(graphdef, state, x, y, batches, i)
             jax.block_until_ready(losses)
 
 

@@ -32,12 +32,14 @@ def main() -> None:
     job, data, epochs = setup()
     torch.set_num_threads(job["threads"])
     torch.manual_seed(job["seed"])
-    model = (mlp if job["model"] == "mlp" else cnn)(job)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    device = torch.device("cuda" if job["device"] == "gpu" else "cpu")
+    model = (mlp if job["model"] == "mlp" else cnn)(job).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=job["lr"], fused=True)
-    x = torch.from_numpy(data.x_train).permute(0, 3, 1, 2)
+    x = torch.from_numpy(data.x_train).permute(0, 3, 1, 2).to(device)
     if job["model"] == "cnn" and job["options"].get("channels_last", True):
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    y = torch.from_numpy(data.y_train).long()
+    y = torch.from_numpy(data.y_train).long().to(device)
 
     def step(images, labels):
         optimizer.zero_grad()
@@ -51,8 +53,10 @@ def main() -> None:
     model.train()
     for batches in epochs:
         with EpochTimer():
-            for indices in torch.from_numpy(batches).long():
+            for indices in torch.from_numpy(batches).long().to(device):
                 step(x[indices], y[indices])
+            if device.type == "cuda":
+                torch.cuda.synchronize()
 
 
 if __name__ == "__main__":
