@@ -13,7 +13,7 @@ def test_quick_config_resolves_every_framework_and_default():
     config = load_config(ROOT / "configs" / "quick.toml")
     assert config.name == "quick"
     assert "numpy" in config.frameworks
-    assert config.values["mlp"]["epochs"] == 3 and config.values["cnn"]["epochs"] == 3
+    assert config.values["mlp"]["epochs"] == 3 and config.values["cnn"]["epochs"] == 2
     assert config.threads >= 1
     assert config.optimizer.name == "adam" and config.optimizer.betas == (0.9, 0.999)
 
