@@ -35,7 +35,7 @@ RUN_CHOICES = ("config", "frameworks", "models", "epochs", "repeats", "device", 
 
 def command_run(args: argparse.Namespace) -> int:
     from harness.config import load_config
-    from harness.run_folder import RunFolder
+    from harness.results.run_folder import RunFolder
 
     if args.resume:
         given = [name for name in RUN_CHOICES if getattr(args, name, None) is not None]
@@ -55,10 +55,12 @@ def run_in(folder, config, args: argparse.Namespace) -> int:
     """Start this session in the locked folder (checking a resume against the first), measure, run, summarise."""
     import signal
 
-    from harness import ceilings, environment, report
     from harness.config import resolve
-    from harness.run_folder import differences
-    from harness.runner import prepare_data, run_sweep, worker_environment
+    from harness.execute import ceilings
+    from harness.execute.process import worker_environment
+    from harness.results import environment, report
+    from harness.results.run_folder import differences
+    from harness.runner import prepare_data, run_sweep
 
     try:
         mixed: list[str] = []
@@ -142,7 +144,7 @@ def command_gpu_check(args: argparse.Namespace) -> int:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    from harness import report
+    from harness.results import report
 
     directory = Path(args.directory)
     if not directory.is_dir():
@@ -152,7 +154,7 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from harness import compare
+    from harness.results import compare
 
     metrics = args.metric or compare.DEFAULT_METRICS
     compare.check_metrics(metrics)

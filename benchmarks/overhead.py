@@ -78,8 +78,7 @@ def bare_speed(cell, config) -> float | None:
     """Run the framework's bare loop in a fresh process with the cell's environment; steady samples/s."""
     import statistics
 
-    from harness.runner import worker_environment
-    from harness.worker import pin_threads
+    from harness.execute.process import pin_threads, worker_environment
 
     values, info = config.values, config.adapters[cell.framework]
     settings = values[cell.model]

@@ -186,7 +186,7 @@ class Adapter:
         """A function computing one (size, size) float32 product of two resident matrices, and the library.
 
         The function blocks until the product is done; the harness times it to measure this
-        framework's matrix-product ceiling (harness/ceilings.py). The string names what computes
+        framework's matrix-product ceiling (harness/execute/ceilings.py). The string names what computes
         it (e.g. "openblas 0.3.31 SkylakeX"). Optional: an adapter whose variants compute with
         another adapter's library names it in variant_library instead (Keras: its backend).
         Without one, the ceiling is recorded as skipped with this reason.

@@ -8,7 +8,7 @@ skipped, saying so), offline, with the frameworks preinstalled:
   products    each installed library multiplies on the GPU, at float32 precision against float64
               (TF32 or bfloat16 would show), timed as the ceilings are
   residency   each adapter's training set is on the device after load_data (allocator memory grew)
-  sync        each adapter's steady step with and without a read-back per step (harness/device_probe.py)
+  sync        each adapter's steady step with and without a read-back per step (harness/execute/device_probe.py)
   parity      every installed adapter (its first GPU variant) against the NumPy float64 reference on
               the GPU: products, convolutions, optimizers and dropout at float32 precision
   run         configs/gpu.toml for 2 epochs, 1 repeat, into run/ in the same folder
@@ -31,8 +31,8 @@ from pathlib import Path
 from harness import devices
 from harness.adapter import ROOT
 from harness.config import Cell, Config, resolve
-from harness.results import atomic_write
-from harness.run_folder import RunFolder
+from harness.results.records import atomic_write
+from harness.results.run_folder import RunFolder
 
 GPU_CONFIG = ROOT / "configs" / "gpu.toml"
 RUN_EPOCHS = 2
@@ -57,7 +57,7 @@ def gpu_config(device: str) -> Config:
 
 def check_gpu() -> tuple[list[Step], str | None]:
     """The gpu step, and why the GPU steps cannot run (None when they can)."""
-    from harness.environment import gpus
+    from harness.results.environment import gpus
 
     device, why = devices.resolve("auto")
     if device != "gpu":
@@ -69,7 +69,7 @@ def check_gpu() -> tuple[list[Step], str | None]:
 
 
 def check_products(config: Config, folder: Path) -> list[Step]:
-    from harness import ceilings
+    from harness.execute import ceilings
 
     measured = ceilings.measure(config, folder, progress=False)
     steps = []
@@ -88,7 +88,7 @@ def check_products(config: Config, folder: Path) -> list[Step]:
 
 def probe_adapters(config: Config, folder: Path, deadline: float) -> list[Step]:
     """The residency and sync steps: one worker per adapter (its first variant) on the config's device."""
-    from harness.runner import CellProcess, worker_environment
+    from harness.execute.process import run_worker, worker_environment
 
     steps = []
     for framework, variants in config.variants.items():
@@ -103,7 +103,7 @@ def probe_adapters(config: Config, folder: Path, deadline: float) -> list[Step]:
             job = {"mode": "device", "cell": cell.__dict__, "config": config.values, "device": config.device,
                    "adapter": info.job(variants[0])}
             log = folder / "logs" / f"probe-{framework}-{variants[0]}-{model}.log"
-            done = CellProcess(job, log, worker_environment(config)).outcome(deadline - time.monotonic())
+            _, done = run_worker(job, log, worker_environment(config), deadline - time.monotonic())
             if done.get("status") != "ok":
                 status = "skipped" if done.get("status") == "skipped" else "failed"
                 steps += [Step(name, subject, status, done.get("error", "")) for name in ("residency", "sync")]
@@ -247,8 +247,8 @@ def markdown(steps: list[Step], seconds: float) -> str:
 
 
 def write(folder: Path, steps: list[Step], parity_table: str, seconds: float, config: Config) -> None:
-    from harness import environment
-    from harness.runner import worker_environment
+    from harness.execute.process import worker_environment
+    from harness.results import environment
 
     facts = environment.collect(config.threads, worker_environment(config), None, config)
     record = {"seconds": seconds, "steps": [asdict(s) for s in steps], "environment": facts}

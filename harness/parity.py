@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import tempfile
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -117,7 +116,7 @@ def observe(make, model: str, sizes: dict, rate: float, calls: int = DROPOUT_CAL
 
     `make(spec, optimizer)` builds a fresh adapter. The reference calls this with more dropout calls.
     """
-    from harness.worker import batch_order
+    from harness.batches import batch_order
 
     data = parity_data()
     orders = list(batch_order(len(data.x_train), BATCH, SEED, EPOCHS))
@@ -250,7 +249,7 @@ def _sizes(config: Config, model: str) -> tuple[dict, float]:
 
 def check_cell(config: Config, cell: Cell, workdir: Path, references: dict) -> list[ParityResult]:
     """Run observe() in the cell's own worker and compare it with the reference in the adapter's forms."""
-    from harness.runner import CellProcess, worker_environment
+    from harness.execute.process import run_worker, worker_environment
 
     info = config.adapters[cell.framework]
     base = dict(framework=cell.framework, variant=cell.variant, model=cell.model, device=cell.device)
@@ -264,10 +263,10 @@ def check_cell(config: Config, cell: Cell, workdir: Path, references: dict) -> l
     if key not in references:
         references[key] = reference(cell.model, sizes, rate, *forms)
     path = workdir / f"{cell.framework}-{cell.variant}-{cell.model}.npz"
-    job = {"mode": "parity", "cell": cell.__dict__, "config": config.values, "started": time.time(),
+    job = {"mode": "parity", "cell": cell.__dict__, "config": config.values,
            "adapter": info.job(cell.variant), "observations_path": str(path),
            "options": {"allow_slow": True}}  # correctness, not speed: run variants skipped for being slow
-    done = CellProcess(job, workdir / f"{path.stem}.log", worker_environment(config)).outcome(config.timeout_s)
+    _, done = run_worker(job, workdir / f"{path.stem}.log", worker_environment(config), config.timeout_s)
     if done.get("status") != "ok":
         status = "skipped" if done.get("status") == "skipped" else "error"
         return [ParityResult(**base, check="", status=status, detail=done.get("error", ""),

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from harness.adapter import discover
-from harness.runner import thread_env
+from harness.execute.process import thread_env
 
 ROOT = Path(__file__).resolve().parent.parent
 ADAPTERS = discover()

@@ -12,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import ceilings
 from harness.adapter import AdapterInfo, discover
 from harness.config import Config, load_config
-from harness.report import ceilings_text, efficiency_table
+from harness.execute import ceilings, probes
+from harness.results import efficiency
+from harness.results.report import ceilings_text, efficiency_table
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs" / "smoke.toml"
@@ -25,7 +26,7 @@ PROBED = ("numpy", "torch", "jax", "tensorflow")
 def fake_clock(monkeypatch, durations):
     """perf_counter as a clock that only the fake product advances, by the given durations in turn."""
     now, steps = [0.0], iter(durations)
-    monkeypatch.setattr(ceilings.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(probes.time, "perf_counter", lambda: now[0])
 
     def product():
         now[0] += next(steps)
@@ -36,7 +37,7 @@ def fake_clock(monkeypatch, durations):
 def test_time_product_reports_the_best_and_median_of_the_timed_products(monkeypatch):
     # two warm-ups (not timed), then products until both MIN_REPEATS and BUDGET_S (2 s) are reached
     product = fake_clock(monkeypatch, [9, 9, 0.4, 0.1, 0.2, 0.3, 0.5, 0.6, 7])
-    result = ceilings.time_product(product, 1000)
+    result = probes.time_product(product, 1000)
     assert result["repeats"] == 6  # 0.4 + ... + 0.5 = 1.5 s < BUDGET_S, so one more
     assert result["gflops"] == pytest.approx(2 * 1000**3 / 0.1 / 1e9)
     assert result["median_gflops"] == pytest.approx(2 * 1000**3 / 0.35 / 1e9)  # median of 6: (0.3 + 0.4) / 2
@@ -45,23 +46,23 @@ def test_time_product_reports_the_best_and_median_of_the_timed_products(monkeypa
 
 def test_time_product_runs_at_least_min_repeats_however_slow(monkeypatch):
     product = fake_clock(monkeypatch, [5.0] * 50)
-    result = ceilings.time_product(product, 10)
-    assert result["repeats"] == ceilings.MIN_REPEATS
+    result = probes.time_product(product, 10)
+    assert result["repeats"] == probes.MIN_REPEATS
     assert result["gflops"] == pytest.approx(2 * 10**3 / 5.0 / 1e9)
 
 
 def test_time_product_with_a_real_product(monkeypatch):
     import time
 
-    monkeypatch.setattr(ceilings, "BUDGET_S", 0.05)
+    monkeypatch.setattr(probes, "BUDGET_S", 0.05)
     calls = []
 
     def product():
         calls.append(1)
         time.sleep(0.01)
 
-    result = ceilings.time_product(product, 100)
-    assert result["repeats"] >= ceilings.MIN_REPEATS and len(calls) == result["repeats"] + ceilings.WARM_UP
+    result = probes.time_product(product, 100)
+    assert result["repeats"] >= probes.MIN_REPEATS and len(calls) == result["repeats"] + probes.WARM_UP
     upper = 2 * 100**3 / 0.01 / 1e9  # a product takes at least the 10 ms it sleeps
     assert upper / 20 < result["median_gflops"] <= result["gflops"] <= upper
 
@@ -84,16 +85,16 @@ def test_efficiency_against_the_own_ceiling_and_the_peak():
     measured = ceilings.summarise({"numpy": {"status": "ok", "gflops": 40.0},
                                    "torch": {"status": "ok", "gflops": 80.0},
                                    "jax": {"status": "error", "error": "boom"}}, 512, "cpu")
-    columns = ceilings.efficiency(run, "numpy", measured)
+    columns = efficiency.efficiency(run, "numpy", measured)
     assert columns == pytest.approx({"ceiling_library": "numpy", "gflops": 4.0, "ceiling_gflops": 40.0,
                                      "ceiling_fraction": 0.1, "peak_gflops": 80.0, "peak_fraction": 0.05})
-    failed = ceilings.efficiency(run, "jax", measured)  # its own product failed: no own ceiling, still the peak
+    failed = efficiency.efficiency(run, "jax", measured)  # its own product failed: no own ceiling, still the peak
     assert failed["ceiling_library"] == "jax" and failed["peak_fraction"] == pytest.approx(0.05)
     assert "ceiling_fraction" not in failed and "ceiling_gflops" not in failed
-    assert ceilings.efficiency(run, "numpy", None) == {"ceiling_library": "numpy", "gflops": pytest.approx(4.0)}
-    assert ceilings.efficiency(run, "numpy", {}) == {"ceiling_library": "numpy", "gflops": pytest.approx(4.0)}
+    assert efficiency.efficiency(run, "numpy", None) == {"ceiling_library": "numpy", "gflops": pytest.approx(4.0)}
+    assert efficiency.efficiency(run, "numpy", {}) == {"ceiling_library": "numpy", "gflops": pytest.approx(4.0)}
     one_epoch = {"samples_per_second": None, "flops_per_sample": 4e6}
-    assert ceilings.efficiency(one_epoch, "numpy", measured) == {"ceiling_library": "numpy"}
+    assert efficiency.efficiency(one_epoch, "numpy", measured) == {"ceiling_library": "numpy"}
 
 
 def test_adapter_library_and_probe_declarations():
@@ -128,7 +129,7 @@ def test_libraries_to_probe_picks_the_first_variant_that_runs_on_the_device():
 
 def test_libraries_to_probe_imports_no_framework():
     code = (
-        "import sys; from harness.config import load_config; from harness.ceilings import libraries_to_probe;"
+        "import sys; from harness.config import load_config; from harness.execute.ceilings import libraries_to_probe;"
         "print(sorted(libraries_to_probe(load_config('configs/smoke.toml'))));"
         "heavy = {'torch', 'jax', 'tensorflow', 'keras'} & set(sys.modules); assert not heavy, heavy"
     )
@@ -144,7 +145,7 @@ def test_measure_times_numpy_in_a_worker_and_caches_it(tmp_path):
     results = ceilings.measure(config, tmp_path, progress=False, cache=cache)
     numpy = results["libraries"]["numpy"]
     assert numpy["status"] == "ok" and "event" not in numpy and numpy["source"] == "measured in this run"
-    assert 0 < numpy["median_gflops"] <= numpy["gflops"] and numpy["repeats"] >= ceilings.MIN_REPEATS
+    assert 0 < numpy["median_gflops"] <= numpy["gflops"] and numpy["repeats"] >= probes.MIN_REPEATS
     assert numpy["library"] and "openblas" in numpy["thread_pools"].lower()
     assert results["peak"] == {"library": "numpy", "gflops": numpy["gflops"]}
     assert results["size"] == 256 and results["device"] == "cpu"

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.compare import compare, read_runs, regressions
-from harness.stats import cell_statistics
+from harness.results.compare import compare, read_runs, regressions
+from harness.results.stats import cell_statistics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,7 +98,7 @@ def run_to_run_noise() -> np.ndarray:
 @pytest.mark.parametrize("repeats", [2, 3, 5])
 def test_the_verdict_calls_a_change_in_at_most_5_percent_of_unchanged_comparisons(repeats):
     """Both sides drawn from one distribution, with the reference run's own spread: 'same' at least 95% of the time."""
-    from harness.compare import differs
+    from harness.results.compare import differs
 
     noise = run_to_run_noise()
     assert len(noise) >= 30 and noise.std() > 0.02  # a real spread, not a constant
@@ -111,7 +111,7 @@ def test_the_verdict_calls_a_change_in_at_most_5_percent_of_unchanged_comparison
 
 @pytest.mark.parametrize("repeats", [3, 5])
 def test_the_verdict_still_sees_a_real_change(repeats):
-    from harness.compare import differs
+    from harness.results.compare import differs
 
     noise = run_to_run_noise()
     rng = np.random.default_rng(7)

@@ -7,7 +7,7 @@ import pytest
 
 from harness import devices
 from harness.config import resolve
-from harness.runner import worker_environment
+from harness.execute.process import worker_environment
 
 ONE_GPU = ["/dev/nvidia0"]
 

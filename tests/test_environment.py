@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from harness import environment
 from harness.config import resolve
-from harness.runner import OPENBLAS_OVERRIDES, worker_environment
+from harness.execute.process import OPENBLAS_OVERRIDES, worker_environment
+from harness.results import environment
 
 MATMUL = {"size": 256, "device": "cpu", "libraries": {"numpy": {"status": "ok", "gflops": 50.0}},
           "peak": {"library": "numpy", "gflops": 50.0}}

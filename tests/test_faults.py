@@ -125,7 +125,7 @@ def wait_for(condition, seconds: float = 60) -> None:
 
 
 def worker_pids() -> set[str]:
-    found = subprocess.run(["pgrep", "-f", "python -m harness.worker"], capture_output=True, text=True)
+    found = subprocess.run(["pgrep", "-f", "python -m harness.execute.worker"], capture_output=True, text=True)
     return set(found.stdout.split())
 
 
@@ -160,7 +160,7 @@ def test_stopping_the_runner_keeps_what_finished_and_stops_the_worker(tmp_path, 
 
 def failing_replace(monkeypatch, code: int, after: int):
     """os.replace into a results folder fails with `code` from the `after`+1-th call on."""
-    import harness.results
+    import harness.results.records
 
     real, calls = os.replace, []
 
@@ -170,7 +170,7 @@ def failing_replace(monkeypatch, code: int, after: int):
             raise OSError(code, os.strerror(code))
         return real(src, dst)
 
-    monkeypatch.setattr(harness.results.os, "replace", replace)
+    monkeypatch.setattr(harness.results.records.os, "replace", replace)
 
 
 @pytest.mark.parametrize("code, words", [(errno.ENOSPC, "the disk is full"),
@@ -275,7 +275,7 @@ def test_a_folder_held_by_a_live_run_is_refused_naming_it(finished, tmp_path):
 
 
 def test_default_folders_never_collide(tmp_path, monkeypatch):
-    from harness import run_folder
+    from harness.results import run_folder
 
     monkeypatch.setattr(run_folder, "RESULTS_DIR", tmp_path)
     made = [run_folder.RunFolder.create("same").directory for _ in range(3)]  # within one second

@@ -13,9 +13,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from harness import ceilings, gpu_check
+from harness import gpu_check
 from harness.config import resolve
-from harness.report import device_text
+from harness.execute import ceilings, probes
+from harness.results.report import device_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,8 +93,8 @@ class FullFloat32:
 
 
 def test_product_precision_tells_float32_from_tf32():
-    exact = ceilings.product_precision(FullFloat32, "cpu")
-    rounded = ceilings.product_precision(RoundsLikeTF32, "cpu")
+    exact = probes.product_precision(FullFloat32, "cpu")
+    rounded = probes.product_precision(RoundsLikeTF32, "cpu")
     assert exact["precision"] == "float32" and exact["product_error"] < 1e-5
     assert rounded["precision"].startswith("reduced") and rounded["product_error"] > 1e-4
 
@@ -105,7 +106,7 @@ def test_every_shipped_adapter_with_a_probe_measures_its_precision():
         if info.has_probe:
             source = info.path.read_text()
             assert "def matmul_on_device" in source, info.name
-    assert ceilings.product_precision(Adapter, "cpu")["precision"].startswith("not measured")
+    assert probes.product_precision(Adapter, "cpu")["precision"].startswith("not measured")
 
 
 def test_products_step_fails_a_reduced_precision_library(monkeypatch, tmp_path):
@@ -168,7 +169,7 @@ def test_cupy_peak_memory_counts_memory_in_use_not_the_pool():
     (None, None, False, None),
 ])
 def test_residency_is_the_growth_of_memory_in_use_during_load_data(before, after, on_host, expected):
-    from harness.device_probe import residency
+    from harness.execute.device_probe import residency
 
     found = residency(before, after, int(12.3 * 2**20), on_host)
     assert found["resident"] is expected

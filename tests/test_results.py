@@ -2,9 +2,9 @@ import csv
 
 import pytest
 
-from harness.report import write_summary
-from harness.results import RUN_COLUMNS, summarise_run
-from harness.run_folder import RunFolder
+from harness.results.records import RUN_COLUMNS, summarise_run
+from harness.results.report import write_summary
+from harness.results.run_folder import RunFolder
 
 
 def epoch(n, seconds, accuracy, samples=1000):
@@ -46,7 +46,7 @@ def test_records_are_rewritten_whole_after_each_cell(tmp_path):
 def test_single_sample_figures_are_marked_and_the_optimizer_form_shown():
     import pandas as pd
 
-    from harness.report import SINGLE, model_table
+    from harness.results.report import SINGLE, model_table
 
     base = {"framework": "keras", "variant": "jax", "backend": "xla", "model": "mlp", "device": "cpu", "status": "ok",
             "final_accuracy": 0.98, "first_epoch_seconds": 2.0, "optimizer_form": "eps added to sqrt(v)"}

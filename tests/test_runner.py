@@ -10,8 +10,8 @@ import pytest
 
 from harness.adapter import discover
 from harness.config import load_config
-from harness.results import EPOCH_COLUMNS, RUN_COLUMNS
-from harness.run_folder import RunFolder
+from harness.results.records import EPOCH_COLUMNS, RUN_COLUMNS
+from harness.results.run_folder import RunFolder
 from harness.runner import run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent

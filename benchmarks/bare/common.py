@@ -11,8 +11,8 @@ import json
 import sys
 import time
 
+from harness.batches import batch_order
 from harness.synthetic import synthetic
-from harness.worker import batch_order
 
 
 def setup():

@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = (
     "numpy", "scipy", "scipy-openblas32", "scipy-openblas64", "pandas", "torch", "jax", "jaxlib",
     "jax-cuda12-plugin", "jax-cuda13-plugin", "flax", "optax", "keras", "tensorflow", "tensorflow-cpu",
@@ -155,7 +155,7 @@ def collect(threads: int, worker_env: dict[str, str] | None = None, matmul: dict
     """Everything above, as written to environment.json beside every run.
 
     `worker_env` is the environment every cell ran with (thread counts, and OpenBLAS's variables
-    removed under blas = "native"); `matmul` the ceilings of harness/ceilings.py, which also say,
+    removed under blas = "native"); `matmul` the ceilings of harness/execute/ceilings.py, which also say,
     per library, the BLAS it computed with and the kernel threadpoolctl saw in that process.
     """
     return {

@@ -1,8 +1,7 @@
 """Runs ONE cell in its own process: threads, seed, build, train, evaluate, time.
 
-The runner starts `python -m harness.worker` with the job as JSON on stdin. Events go
-to stdout as lines starting with EVENT_PREFIX (anything a framework prints is kept in
-the cell's log, never mistaken for a result). Only this process imports a framework.
+Started through harness/execute/process.py (`python -m harness.execute.worker`, the job as JSON
+on stdin, events on stdout); only this process imports a framework.
 
 Timing rules (docs/DESIGN.md, "Fairness rules"): the data is read into memory and handed
 to the adapter once before any timer starts; train_epoch and evaluate block until the device
@@ -19,29 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-EVENT_PREFIX = "@@mnist-bench "
-
-
-def emit(event: str, **fields) -> None:
-    print(EVENT_PREFIX + json.dumps({"event": event, **fields}, default=float), flush=True)
-
-
-def die_with_parent() -> None:
-    """Ask Linux to kill this worker when the runner dies, however it dies (it runs in its own session)."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the runner's own cleanup still stops the worker
-
-
-def pin_threads(threads: int) -> None:
-    """Restrict the process to `threads` cores, so frameworks that ignore thread flags are held equal too."""
-    cores = sorted(os.sched_getaffinity(0))
-    if threads < len(cores):
-        os.sched_setaffinity(0, cores[:threads])
+from harness.execute.process import die_with_parent, emit, pin_threads
 
 
 def load_dataset(job: dict):
@@ -61,18 +38,6 @@ def load_dataset(job: dict):
         resident=True,  # every adapter gets its data in memory: none pages it in inside a timed epoch
         verified=job.get("data_verified", False),  # the runner verified the folder the user named
     )
-
-
-def batch_order(n_train: int, batch_size: int, seed: int, epochs: int):
-    """The harness's batch indices per epoch: a seeded permutation, the last partial batch dropped."""
-    import numpy as np
-
-    if n_train < batch_size:
-        raise ValueError(f"the training set has {n_train} samples, fewer than batch_size = {batch_size}")
-    rng = np.random.default_rng([seed, 1])
-    n_batches = n_train // batch_size
-    for _ in range(epochs):
-        yield rng.permutation(n_train)[: n_batches * batch_size].reshape(n_batches, batch_size).astype(np.int32)
 
 
 def import_adapter(job: dict):
@@ -131,6 +96,8 @@ def peak_rss_mb() -> float:
 def train(job: dict) -> None:
     """The timed loop: one epochs.csv row per epoch, then the run summary (computed by the runner)."""
     import math
+
+    from harness.batches import batch_order
 
     cell, values = job["cell"], job["config"]
     settings = values[cell["model"]]
@@ -196,9 +163,9 @@ def parity(job: dict) -> None:
 
 
 def matmul(job: dict) -> None:
-    """Time one large float32 product in the adapter's framework: its ceiling (harness/ceilings.py)."""
+    """Time one large float32 product in the adapter's framework: its ceiling (harness/execute/ceilings.py)."""
     from harness.adapter import loaded_thread_pools
-    from harness.ceilings import product_precision, time_product
+    from harness.execute.probes import product_precision, time_product
 
     adapter_class = import_adapter(job)
     product, library = adapter_class.matmul_probe(job["device"], job["size"], job["config"]["threads"])
@@ -209,7 +176,7 @@ def matmul(job: dict) -> None:
 
 def device(job: dict) -> None:
     """Probe the adapter's data residency and step synchrony on its device (the GPU check)."""
-    from harness.device_probe import probe
+    from harness.execute.device_probe import probe
 
     emit("done", status="ok", **probe(job))
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UserError
-from harness.stats import GROUP, HIGHER_IS_BETTER
+from harness.results.stats import GROUP, HIGHER_IS_BETTER
 
 DEFAULT_METRICS = ["samples_per_second", "first_epoch_seconds", "time_to_target_seconds", "final_accuracy"]
 NOISE_FLOOR = 0.01
@@ -30,7 +30,7 @@ ALPHA = 0.05
 
 def read_runs(path: str | Path, metrics: list[str] = ()) -> pd.DataFrame:
     """runs.csv of a result folder (or the file itself), finished repeats only; it must hold `metrics`."""
-    from harness.results import read_records
+    from harness.results.records import read_records
 
     path = Path(path)
     csv_path = path / "runs.csv" if path.is_dir() else path
@@ -72,7 +72,7 @@ def verdict(metric: str, a: np.ndarray, b: np.ndarray) -> str:
 
 
 def check_metrics(metrics: list[str]) -> None:
-    from harness.results import RUN_COLUMNS
+    from harness.results.records import RUN_COLUMNS
 
     unknown = [m for m in metrics if m not in RUN_COLUMNS]
     if unknown:

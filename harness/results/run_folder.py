@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.errors import StoppedError, UserError
-from harness.results import (
+from harness.results.records import (
     EPOCH_COLUMNS,
     RESULTS_DIR,
     RUN_COLUMNS,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import UserError
-from harness.plots import write_plots
-from harness.results import EPOCH_COLUMNS, RUN_COLUMNS, atomic_write, read_json, read_records
-from harness.stats import GROUP, cell_statistics, t_interval
+from harness.results.plots import write_plots
+from harness.results.records import EPOCH_COLUMNS, RUN_COLUMNS, atomic_write, read_json, read_records
+from harness.results.stats import GROUP, cell_statistics, t_interval
 
 TIMING_COLUMNS = {  # runs.csv column -> (heading, format of one value)
     "samples_per_second": ("steady samples/s", lambda v: f"{v:,.0f}"),

@@ -33,7 +33,7 @@ def best_epoch_seconds(adapter, batches, repeats: int = REPEATS) -> float:
 def probe(job: dict) -> dict:
     """Residency and step synchrony of the job's adapter on the job's device (its `done` fields)."""
     from harness import synthetic
-    from harness.worker import _model_spec, build_adapter
+    from harness.execute.worker import _model_spec, build_adapter
 
     data = synthetic.synthetic(TRAIN, EVAL, seed=0)
     spec = _model_spec(job)
@@ -60,7 +60,7 @@ def residency(before: float | None, after: float | None, data_bytes: int, on_hos
 
 def synchrony(adapter) -> dict:
     """A steady epoch as the adapter runs it, and with a read of each step's loss."""
-    from harness.worker import batch_order
+    from harness.batches import batch_order
 
     if not adapter.steps_in_python:
         return {"asynchronous": None, "synchrony": "not probed: the epoch is one call (lax.scan or Keras's fit), "

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from harness.errors import StoppedError, UserError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = ROOT / "results"
 SCHEMA = 2  # 2: session and schema columns, environment.json's sessions, FLOPs without the images' gradient
 KEYS = ["framework", "variant", "backend", "model", "device", "repeat", "seed"]

@@ -1,0 +1,1 @@
+"""How cells run: the worker process and its environment, probes, ceilings, and one file per executor."""

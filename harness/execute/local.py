@@ -1,0 +1,23 @@
+"""The local executor: every task on this machine, one after another, each in a fresh worker process.
+
+One at a time, because two cells timed side by side on one machine would share its cores, caches
+and memory bandwidth (docs/DESIGN.md, "Fairness rules").
+"""
+
+from __future__ import annotations
+
+import socket
+
+from harness.execute.executor import Executor, Finished
+from harness.execute.process import run_worker
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def run(self, tasks, on_event=None):
+        for task in tasks:
+            forward = (lambda event, task=task: on_event(task, event)) if on_event else None
+            events, done = run_worker(task.job, task.log_path, task.env, task.timeout_s, task.max_rss_mb, forward,
+                                      task.timeout_error)
+            yield Finished(task, events, done, socket.gethostname())

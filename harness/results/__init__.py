@@ -1,0 +1,1 @@
+"""What runs leave behind: records, run folders, efficiency, statistics, comparison, reports, plots."""

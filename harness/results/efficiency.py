@@ -1,0 +1,27 @@
+"""The efficiency columns of runs.csv: a row's training FLOP/s against what the machine can do.
+
+Achieved FLOP/s counts the model's training FLOPs (harness/models.py) per second of a steady
+epoch, so it includes whatever else the step does (activations, the optimizer, Python). The
+references are the ceilings of harness/execute/ceilings.py, measured on the machine that ran the row.
+"""
+
+from __future__ import annotations
+
+
+def efficiency(run: dict, library: str, ceilings: dict | None) -> dict:
+    """The runs.csv efficiency columns of one finished cell (blank when something is unknown)."""
+    columns = {"ceiling_library": library}
+    speed, flops = run.get("samples_per_second"), run.get("flops_per_sample")
+    if not speed or not flops:
+        return columns
+    columns["gflops"] = flops * speed / 1e9
+    if not ceilings:
+        return columns
+    own = ceilings["libraries"].get(library, {})
+    if own.get("status") == "ok":
+        columns["ceiling_gflops"] = own["gflops"]
+        columns["ceiling_fraction"] = columns["gflops"] / own["gflops"]
+    if ceilings.get("peak"):
+        columns["peak_gflops"] = ceilings["peak"]["gflops"]
+        columns["peak_fraction"] = columns["gflops"] / ceilings["peak"]["gflops"]
+    return columns
