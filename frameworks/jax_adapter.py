@@ -50,8 +50,8 @@ class CNN(nnx.Module):
 
     def __init__(self, spec: ModelSpec, rngs: nnx.Rngs) -> None:
         channels = [IMAGE_SHAPE[2], *spec.channels]
-        k = (spec.kernel_size, spec.kernel_size)
-        self.conv = nnx.List([nnx.Conv(a, b, k, padding="VALID", rngs=rngs) for a, b in zip(channels, channels[1:])])
+        self.conv = nnx.List([nnx.Conv(a, b, (k, k), padding="VALID", rngs=rngs)
+                              for a, b, k in zip(channels, channels[1:], spec.kernel_sizes)])
         side, _ = spec.feature_map_side(len(spec.channels))
         self.dense = nnx.List([nnx.Linear(side * side * channels[-1], spec.dense, rngs=rngs),
                                nnx.Linear(spec.dense, CLASSES, rngs=rngs)])
@@ -76,15 +76,21 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     return x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
-def optax_transform(spec: OptimizerSpec) -> optax.GradientTransformation:
-    """OptimizerSpec onto Optax: its sgd trace (g + momentum * v) and adam/adamw match PyTorch's forms.
-
-    A decaying rate is Optax's staircase exponential_decay schedule, one stair per epoch.
-    """
-    b1, b2 = spec.betas
-    lr = spec.lr
+def learning_rate(spec: OptimizerSpec):
+    """The rate as an Optax schedule: a staircase exponential_decay (one stair per epoch), or
+    warmup_cosine_decay_schedule; a constant rate stays a number."""
+    if spec.per_step:
+        return optax.warmup_cosine_decay_schedule(spec.lr * spec.lr_start, spec.lr, spec.warmup_steps,
+                                                  spec.total_steps, spec.lr * spec.lr_end)
     if spec.decays:
-        lr = optax.exponential_decay(spec.lr, spec.steps_per_epoch, spec.lr_decay, staircase=True)
+        return optax.exponential_decay(spec.lr, spec.steps_per_epoch, spec.lr_decay, staircase=True)
+    return spec.lr
+
+
+def optax_transform(spec: OptimizerSpec) -> optax.GradientTransformation:
+    """OptimizerSpec onto Optax: its sgd trace (g + momentum * v) and adam/adamw match PyTorch's forms."""
+    b1, b2 = spec.betas
+    lr = learning_rate(spec)
     if spec.name == "sgd":
         return optax.sgd(lr, momentum=spec.momentum or None, nesterov=spec.nesterov)
     if spec.name == "adam":
@@ -253,6 +259,31 @@ class JaxAdapter(Adapter):
         a, b = (jax.device_put(rng.random((size, size), np.float32), target) for _ in range(2))
         multiply = jax.jit(jnp.matmul)
         return (lambda: multiply(a, b).block_until_ready()), f"xla-{target.platform} (jaxlib {jax.__version__})"
+
+    @staticmethod
+    def op_probe(device: str, operation: dict, threads: int):
+        """One step operation jitted alone, as XLA compiles it inside the step: a dot with the transposition
+        folded in; the convolution, and each of its gradients as the vjp of the convolution in one argument."""
+        from harness.execute.probes import operands
+
+        target = jax_device(device)
+        given = {name: jax.device_put(value, target) for name, value in operands(operation).items()}
+        role = operation["role"]
+
+        def conv(x, w):
+            return jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+        if operation["kind"] == "matmul":
+            product = {"forward": lambda a, b: a @ b, "weight gradient": lambda a, b: a.T @ b,
+                       "input gradient": lambda a, b: a @ b.T}[role]
+            work, args = jax.jit(product), (given["a"], given["b"])
+        else:
+            gradient = {"forward": conv,
+                        "weight gradient": lambda x, w, dy: jax.vjp(lambda w_: conv(x, w_), w)[1](dy)[0],
+                        "input gradient": lambda x, w, dy: jax.vjp(lambda x_: conv(x_, w), x)[1](dy)[0]}[role]
+            work = jax.jit(gradient)
+            args = (given["x"], given["w"]) if role == "forward" else (given["x"], given["w"], given["dy"])
+        return lambda: work(*args).block_until_ready()  # the result, once computed
 
     @staticmethod
     def matmul_on_device(device: str, a: np.ndarray, b: np.ndarray):

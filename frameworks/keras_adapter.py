@@ -47,9 +47,8 @@ def build_model(spec: ModelSpec) -> keras.Sequential:
         layers.append(keras.layers.Flatten())
         hidden = spec.hidden
     else:
-        for i, channels in enumerate(spec.channels):
-            kernel = (spec.kernel_size, spec.kernel_size)
-            layers += [keras.layers.Conv2D(channels, kernel, activation="relu", name=f"conv{i}"),
+        for i, (channels, k) in enumerate(zip(spec.channels, spec.kernel_sizes)):
+            layers += [keras.layers.Conv2D(channels, (k, k), activation="relu", name=f"conv{i}"),
                        keras.layers.MaxPooling2D(pool_size=(2, 2))]
         layers.append(keras.layers.Flatten())
         hidden = (spec.dense,)
@@ -60,12 +59,21 @@ def build_model(spec: ModelSpec) -> keras.Sequential:
     return keras.Sequential(layers)
 
 
-def keras_optimizer(spec: OptimizerSpec) -> keras.optimizers.Optimizer:
-    """A decaying rate is Keras's ExponentialDecay schedule, in stairs of one epoch."""
-    b1, b2 = spec.betas
-    lr = spec.lr
+def learning_rate(spec: OptimizerSpec):
+    """The rate as a Keras schedule: ExponentialDecay in stairs of one epoch, or CosineDecay with its linear
+    warm-up; a constant rate stays a number."""
+    schedules = keras.optimizers.schedules
+    if spec.per_step:
+        return schedules.CosineDecay(spec.lr * spec.lr_start, spec.total_steps - spec.warmup_steps,
+                                     alpha=spec.lr_end, warmup_target=spec.lr, warmup_steps=spec.warmup_steps)
     if spec.decays:
-        lr = keras.optimizers.schedules.ExponentialDecay(spec.lr, spec.steps_per_epoch, spec.lr_decay, staircase=True)
+        return schedules.ExponentialDecay(spec.lr, spec.steps_per_epoch, spec.lr_decay, staircase=True)
+    return spec.lr
+
+
+def keras_optimizer(spec: OptimizerSpec) -> keras.optimizers.Optimizer:
+    b1, b2 = spec.betas
+    lr = learning_rate(spec)
     if spec.name == "sgd":
         return keras.optimizers.SGD(learning_rate=lr, momentum=spec.momentum, nesterov=spec.nesterov)
     if spec.name == "adam":

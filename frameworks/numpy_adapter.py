@@ -92,19 +92,18 @@ def conv_forward(x, kernel, xp):
     return y.reshape(n, h - k + 1, w - k + 1, out_channels), cols
 
 
-def conv_backward(dy, cols, kernel, dkernel, x_shape: tuple[int, ...], xp, need_dx: bool = True):
-    """dW = cols^T dy as one GEMM; dx = col2im(dy W^T), skipped for the first layer.
+def conv_weight_gradient(dy, cols, dkernel, xp) -> None:
+    """dW = cols^T dy as one GEMM, into dkernel (k, k, C, O), from the patches conv_forward made."""
+    out_channels = dkernel.shape[3]
+    xp.matmul(cols.T, dy.reshape(-1, out_channels), out=dkernel.reshape(-1, out_channels))
 
-    dy W^T is computed per kernel offset, as (k*k, N*H'*W', C) in one batched product, so that
-    col2im adds contiguous blocks instead of gathering C-wide strips from a (.., k*k*C) matrix.
-    """
+
+def conv_input_gradient(dy, kernel, x_shape: tuple[int, ...], xp):
+    """dx = col2im(dy W^T), with dy W^T computed per kernel offset, as (k*k, N*H'*W', C) in one batched
+    product, so that col2im adds contiguous blocks instead of gathering C-wide strips from a (.., k*k*C) matrix."""
     k, in_channels, out_channels = kernel.shape[0], kernel.shape[2], kernel.shape[3]
-    dy = dy.reshape(-1, out_channels)
-    xp.matmul(cols.T, dy, out=dkernel.reshape(-1, out_channels))
-    if not need_dx:
-        return None
     kernel_per_offset_t = kernel.reshape(k * k, in_channels, out_channels).transpose(0, 2, 1)
-    return col2im(dy @ kernel_per_offset_t, x_shape, k, xp)
+    return col2im(dy.reshape(-1, out_channels) @ kernel_per_offset_t, x_shape, k, xp)
 
 
 def _pool_window(x, i: int, j: int, h2: int, w2: int):
@@ -191,7 +190,7 @@ class SGD:
 
     def step(self, params, grads) -> None:
         xp, mu, v, step = self.xp, self.momentum, self.velocity, self.scratch
-        lr = self.spec.lr_at(self.t)  # the decayed rate of this step's epoch
+        lr = self.spec.lr_at(self.t)  # this step's rate, as the schedule sets it
         self.t += 1
         if v is None:  # plain SGD
             xp.multiply(grads, lr, out=step)
@@ -244,7 +243,7 @@ class Adam:
         self.block = 1 << 15 if xp is np else max(len(params), 1)
 
     def step(self, params, grads) -> None:
-        self.lr = self.spec.lr_at(self.t)  # the decayed rate of this step's epoch
+        self.lr = self.spec.lr_at(self.t)  # this step's rate, as the schedule sets it
         self.t += 1
         for start in range(0, len(params), self.block):
             part = slice(start, start + self.block)
@@ -479,10 +478,10 @@ class NumpyAdapter(Adapter):
             dh = dh.reshape(pooled.shape)  # gradient after the ReLU mask, i.e. w.r.t. pooled + bias
             dh.sum(axis=(0, 1, 2), out=g[f"{name}.bias"])
             dz = maxpool_backward(dh, z, pooled, xp)
-            if index == 0:
-                conv_backward(dz, cols, p[f"{name}.kernel"], g[f"{name}.kernel"], x_in.shape, xp, need_dx=False)
+            conv_weight_gradient(dz, cols, g[f"{name}.kernel"], xp)
+            if index == 0:  # no one needs the gradient of the images
                 return
-            dh = conv_backward(dz, cols, p[f"{name}.kernel"], g[f"{name}.kernel"], x_in.shape, xp)
+            dh = conv_input_gradient(dz, p[f"{name}.kernel"], x_in.shape, xp)
             relu_backward_(dh, x_in)  # the input of every block but the first is a ReLU output
 
     def _loss_and_backward(self, x, y, train: bool):
@@ -560,6 +559,39 @@ class NumpyAdapter(Adapter):
                 xp.cuda.Device().synchronize()
 
         return product, "cupy (cublas)" if xp is not np else blas_name()
+
+    @staticmethod
+    def op_probe(device: str, operation: dict, threads: int):
+        """One step operation as train_epoch runs it: a product in numpy's BLAS; a convolution as im2col and
+        one GEMM, its weight gradient as the GEMM over the patches the forward pass kept, its input gradient
+        as the batched product and col2im."""
+        from harness.execute.probes import operands
+
+        xp = array_module(device)
+        if xp is np:
+            limit_blas_threads(threads)
+        given = {name: xp.asarray(value) for name, value in operands(operation).items()}
+        role = operation["role"]
+        if operation["kind"] == "matmul":
+            a = given["a"].T if role == "weight gradient" else given["a"]
+            b = given["b"].T if role == "input gradient" else given["b"]
+            out = xp.empty((a.shape[0], b.shape[1]), np.float32)
+            work = lambda: xp.matmul(a, b, out=out)  # noqa: E731
+        elif role == "forward":
+            work = lambda: conv_forward(given["x"], given["w"], xp)[0]  # noqa: E731
+        elif role == "weight gradient":
+            cols, dkernel = im2col(given["x"], given["w"].shape[0], xp).copy(), xp.empty_like(given["w"])
+            work = lambda: conv_weight_gradient(given["dy"], cols, dkernel, xp) or dkernel  # noqa: E731
+        else:
+            work = lambda: conv_input_gradient(given["dy"], given["w"], given["x"].shape, xp)  # noqa: E731
+
+        def run():
+            result = work()
+            if xp is not np:
+                xp.cuda.Device().synchronize()
+            return result
+
+        return run
 
     @staticmethod
     def matmul_on_device(device: str, a: np.ndarray, b: np.ndarray):

@@ -67,9 +67,20 @@ class Optimizer(tf.Module):
         self.step = tf.Variable(0.0, trainable=False)
         self.slots = [(tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v))) for v in variables]
 
+    def rate(self, step: tf.Tensor) -> tf.Tensor | float:
+        """OptimizerSpec.lr_at in TF ops: the epoch's stair, or the warm-up and cosine decay of this step."""
+        s = self.spec
+        if s.per_step:
+            warmup, total = float(s.warmup_steps), float(s.total_steps)
+            warming = s.lr * (s.lr_start + (1 - s.lr_start) * step / max(warmup, 1.0))
+            progress = tf.minimum(step - warmup, total - warmup) / max(total - warmup, 1.0)
+            decaying = s.lr * (s.lr_end + (1 - s.lr_end) * (1 + tf.cos(np.pi * progress)) / 2)
+            return tf.where(step < warmup, warming, decaying)
+        return s.lr * s.lr_decay ** tf.floor(step / s.steps_per_epoch) if s.decays else s.lr
+
     def apply(self, grads: list[tf.Tensor], variables: list[tf.Variable]) -> None:
         s = self.spec
-        lr = s.lr * s.lr_decay ** tf.floor(self.step / s.steps_per_epoch) if s.decays else s.lr  # this epoch's rate
+        lr = self.rate(self.step)
         self.step.assign_add(1.0)
         for g, p, (m, v) in zip(grads, variables, self.slots):
             if s.name == "sgd":
@@ -194,6 +205,43 @@ class TensorflowAdapter(Adapter):
 
         onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
         return product, f"tensorflow {tf.__version__} ({'onednn' if onednn else 'eigen'})"
+
+    @staticmethod
+    def op_probe(device: str, operation: dict, threads: int):
+        """One step operation as one eager op, as for the product (a tf.function call would add a quarter of a
+        millisecond of its own): tf.linalg.matmul with the transposition as a flag; the convolution and its
+        gradients as the ops GradientTape emits for it."""
+        from harness.execute.probes import operands
+
+        name = TensorflowAdapter._device(device, threads)
+        with tf.device(name):
+            given = {key: tf.constant(value) for key, value in operands(operation).items()}
+        shapes = {key: tf.constant(value.shape.as_list()) for key, value in given.items()}
+        role, strides = operation["role"], [1, 1, 1, 1]
+        if operation["kind"] == "matmul":
+            def work():
+                return tf.linalg.matmul(given["a"], given["b"], transpose_a=role == "weight gradient",
+                                        transpose_b=role == "input gradient")
+        elif role == "forward":
+            def work():
+                return tf.nn.conv2d(given["x"], given["w"], 1, "VALID")
+        elif role == "weight gradient":
+            def work():
+                return tf.raw_ops.Conv2DBackpropFilter(input=given["x"], filter_sizes=shapes["w"],
+                                                       out_backprop=given["dy"], strides=strides, padding="VALID")
+        else:
+            def work():
+                return tf.raw_ops.Conv2DBackpropInput(input_sizes=shapes["x"], filter=given["w"],
+                                                      out_backprop=given["dy"], strides=strides, padding="VALID")
+
+        def run():
+            with tf.device(name):
+                result = work()
+                if device == "gpu":
+                    tf.reshape(result, [-1])[0].numpy()  # reading one element waits for the GPU
+            return result
+
+        return run
 
     @staticmethod
     def matmul_on_device(device: str, a: np.ndarray, b: np.ndarray):

@@ -54,8 +54,8 @@ def mlp(spec: ModelSpec) -> nn.Sequential:
 def cnn(spec: ModelSpec) -> nn.Sequential:
     """[conv 3x3 -> ReLU -> maxpool 2x2] per channel count -> flatten -> dense ReLU -> dropout -> dense 10."""
     layers, in_channels = OrderedDict(), IMAGE_SHAPE[2]
-    for i, out_channels in enumerate(spec.channels):
-        layers[f"conv{i}"] = nn.Conv2d(in_channels, out_channels, spec.kernel_size)
+    for i, (out_channels, k) in enumerate(zip(spec.channels, spec.kernel_sizes)):
+        layers[f"conv{i}"] = nn.Conv2d(in_channels, out_channels, k)
         layers[f"relu_conv{i}"] = nn.ReLU()
         layers[f"pool{i}"] = nn.MaxPool2d(2)
         in_channels = out_channels
@@ -119,12 +119,20 @@ def make_optimizer(spec: OptimizerSpec, params) -> torch.optim.Optimizer:
     On the CPU the default is a loop of a dozen ops per tensor (foreach is GPU-only): fused Adam makes
     the MLP's whole step 19% faster here.
     """
-    # A decaying rate is a tensor, changed in place each epoch: a float would make torch.compile recompile.
+    # A changing rate is a tensor, changed in place by the schedule: a float would make torch.compile recompile.
     lr = torch.tensor(spec.lr) if spec.decays else spec.lr
     if spec.name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=spec.momentum, nesterov=spec.nesterov)
     adam = torch.optim.AdamW if spec.name == "adamw" else torch.optim.Adam
     return adam(params, lr=lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay, fused=True)
+
+
+def make_schedule(spec: OptimizerSpec, optimizer: torch.optim.Optimizer):
+    """The harness's rate for every step (OptimizerSpec.lr_at: a per-epoch decay or a warm-up and cosine decay)
+    as a LambdaLR, stepped after each optimizer step; None for a constant rate."""
+    if not spec.decays:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: spec.lr_at(step) / spec.lr)
 
 
 def torch_device(device: str) -> torch.device:
@@ -206,7 +214,7 @@ class TorchAdapter(Adapter):
         self.net = (mlp if self.model.name == "mlp" else cnn)(self.model)
         self.net.to(self.torch_device, memory_format=self.memory_format)
         self.optimizer_state = make_optimizer(self.optimizer, self.net.parameters())
-        self.steps_done = 0
+        self.schedule = make_schedule(self.optimizer, self.optimizer_state)
         self.train_step, self.eval_step = self._train_step, self._eval_step
         if self.variant == "compile":
             # Every adapter compiles afresh, as in a cell's own process: parity builds several in one, and
@@ -264,14 +272,12 @@ class TorchAdapter(Adapter):
 
     def train_epoch(self, batches: np.ndarray) -> float:
         self.net.train()
-        if self.optimizer.decays:  # the epoch's rate, as torch.optim.lr_scheduler.ExponentialLR would set it
-            for group in self.optimizer_state.param_groups:
-                group["lr"].fill_(self.optimizer.lr_at(self.steps_done))
-        self.steps_done += len(batches)
         batches = torch.from_numpy(batches).to(self.torch_device, torch.int64)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.torch_device)
         for indices in batches:
             loss = self.train_step(self.x_train[indices], self.y_train[indices])
+            if self.schedule:
+                self.schedule.step()
             loss_sum += loss
             if self.sync_each_step:  # only the GPU check's contrast run: a read-back every step
                 loss.item()
@@ -323,6 +329,51 @@ class TorchAdapter(Adapter):
                 torch.cuda.synchronize(target)
 
         return product, f"cuda {torch.version.cuda} (cublas)" if target.type == "cuda" else cpu_library()
+
+    @staticmethod
+    def op_probe(device: str, operation: dict, threads: int):
+        """One step operation as autograd runs it: torch.mm on (transposed) views; the convolution and its two
+        gradients through ATen's convolution and convolution_backward (one gradient each), in channels_last."""
+        from harness.execute.probes import operands
+
+        target = torch_device(device)
+        set_threads(threads)
+        use_full_float32()
+        given = {name: torch.from_numpy(value).to(target) for name, value in operands(operation).items()}
+        role = operation["role"]
+        if operation["kind"] == "matmul":
+            a = given["a"].t() if role == "weight gradient" else given["a"]
+            b = given["b"].t() if role == "input gradient" else given["b"]
+            out = torch.empty(a.shape[0], b.shape[1], device=target)
+            work = lambda: torch.mm(a, b, out=out)  # noqa: E731
+        else:  # NHWC storage seen as NCHW is channels_last, as the adapter's CNN keeps its activations
+            x, dy = given["x"].permute(0, 3, 1, 2), given["dy"].permute(0, 3, 1, 2)
+            w = given["w"].permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
+            mask = {"forward": None, "weight gradient": [False, True, False], "input gradient": [True, False, False]}
+            if role == "forward":
+                work = lambda: F.conv2d(x, w)  # noqa: E731
+            else:
+                work = lambda: torch.ops.aten.convolution_backward(  # noqa: E731
+                    dy, x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, mask[role])
+
+        def run():
+            with torch.no_grad():
+                result = work()
+            if target.type == "cuda":
+                torch.cuda.synchronize(target)
+            return result
+
+        return run
+
+    @staticmethod
+    def op_result(operation: dict, result) -> np.ndarray:
+        """A probe's result in the canonical layout: NCHW batches back to NHWC, OIHW kernels to HWIO."""
+        if isinstance(result, tuple):  # convolution_backward: (input gradient, weight gradient, bias gradient)
+            result = next(r for r in result if r is not None)
+        if operation["kind"] == "conv":
+            kernel = operation["role"] == "weight gradient"
+            result = result.permute(2, 3, 1, 0) if kernel else result.permute(0, 2, 3, 1)
+        return result.detach().cpu().numpy()
 
     @staticmethod
     def matmul_on_device(device: str, a: np.ndarray, b: np.ndarray):

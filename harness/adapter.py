@@ -194,6 +194,24 @@ class Adapter:
         raise Unsupported("this adapter defines no matmul_probe: its rows get no own-ceiling column")
 
     @staticmethod
+    def op_probe(device: str, operation: dict, threads: int) -> Callable[[], None]:
+        """A function running one heavy operation of a training step alone, on resident inputs, blocking until
+        it is done and returning the result: the op floor times it (harness/execute/ceilings.py).
+
+        `operation` is harness.models.Operation.as_dict(): a dense product or a convolution, forward or
+        one of its gradients, at the step's shapes (harness.execute.probes.operands makes its inputs). The
+        function computes it the way this adapter's train step does (the same library calls, layouts and
+        precision). Optional, like matmul_probe: without it the library joins no op floor.
+        """
+        raise Unsupported("this adapter defines no op_probe: its library joins no op floor")
+
+    @staticmethod
+    def op_result(operation: dict, result) -> np.ndarray:
+        """An op_probe function's result as a NumPy array in the canonical layout (NHWC, HWIO, (in, out)), so
+        tests can check that the probe computes the operation it names."""
+        return np.asarray(result)
+
+    @staticmethod
     def matmul_on_device(device: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, dict] | None:
         """a @ b (float32) computed on the device with the precision settings training uses, back on the
         host, and what the framework says of them: {"precision_set": ...} and, on a GPU, the CUDA and
@@ -241,6 +259,7 @@ class AdapterInfo:
     sgd_momentum: str = "gradient"
     accepts: dict = field(default_factory=dict)
     has_probe: bool = False  # defines matmul_probe
+    has_op_probe: bool = False  # defines op_probe
 
     def library(self, variant: str) -> str:
         """The adapter whose matrix product is this variant's own ceiling: itself unless declared."""
@@ -336,8 +355,9 @@ def _adapter_infos(path: Path):
                 for mapping in ("variant_modules", "variant_devices"):
                     if mapping in attributes:
                         attributes[mapping] = {k: tuple(v) for k, v in attributes[mapping].items()}
-                has_probe = any(isinstance(s, ast.FunctionDef) and s.name == "matmul_probe" for s in node.body)
-                yield AdapterInfo(path=path, class_name=node.name, has_probe=has_probe, **attributes)
+                defined = {s.name for s in node.body if isinstance(s, ast.FunctionDef)}
+                yield AdapterInfo(path=path, class_name=node.name, has_probe="matmul_probe" in defined,
+                                  has_op_probe="op_probe" in defined, **attributes)
 
 
 def adapter_folders() -> list[Path]:

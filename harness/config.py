@@ -15,7 +15,7 @@ from pathlib import Path
 from harness.adapter import AdapterInfo, discover
 from harness.devices import resolve as resolve_device
 from harness.errors import UserError
-from harness.models import ModelSpec, OptimizerSpec, model_spec
+from harness.models import SCHEDULES, ModelSpec, OptimizerSpec, model_spec
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quick.toml"
 
@@ -49,6 +49,13 @@ def _sizes(v):
     return None if ok else "must be a non-empty list of positive integers"
 
 
+def _kernel_sizes(v):
+    sizes = [v] if isinstance(v, int) and not isinstance(v, bool) else v
+    ok = isinstance(sizes, list) and sizes and all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+                                                   for n in sizes)
+    return None if ok else "must be a positive integer, or a list of them (one per convolution)"
+
+
 def _betas(v):
     ok = len(v) == 2 and all(isinstance(b, NUMBER) and 0 <= b < 1 for b in v)
     return None if ok else "must be two numbers in [0, 1)"
@@ -75,6 +82,8 @@ TOP = {
     "matmul_size": (int, 4096, _positive),
     "ceilings": (str, "cached", _choice("cached", "measure", "off")),
     "max_rss_mb": (NUMBER, 0, _non_negative),
+    "eval_every_steps": (int, 0, _non_negative),
+    "stop_at_target": (bool, False, None),
 }
 OPTIMIZER = {
     "name": (str, "adam", _choice("sgd", "adam", "adamw")),
@@ -85,6 +94,10 @@ OPTIMIZER = {
     "eps": (NUMBER, 1e-8, _positive),
     "weight_decay": (NUMBER, 0.0, _non_negative),
     "lr_decay": (NUMBER, 1.0, lambda v: None if 0 < v <= 1 else "must be in (0, 1]: the factor per epoch"),
+    "schedule": (str, "epoch_decay", _choice(*SCHEDULES)),
+    "warmup": (NUMBER, 0.0, _fraction),
+    "lr_start": (NUMBER, 0.0, lambda v: None if 0 <= v <= 1 else "must be in [0, 1]: a fraction of lr"),
+    "lr_end": (NUMBER, 0.0, lambda v: None if 0 <= v <= 1 else "must be in [0, 1]: a fraction of lr"),
 }
 MODEL_COMMON = {
     "epochs": (int, None, _positive),
@@ -93,7 +106,8 @@ MODEL_COMMON = {
 }
 MODELS = {
     "mlp": {**MODEL_COMMON, "hidden": (list, [512, 512], _sizes)},
-    "cnn": {**MODEL_COMMON, "channels": (list, [32, 64], _sizes), "dense": (int, 128, _positive)},
+    "cnn": {**MODEL_COMMON, "channels": (list, [32, 64], _sizes), "dense": (int, 128, _positive),
+            "kernel_size": ((int, list), 3, _kernel_sizes)},
 }
 MODEL_DEFAULTS = {
     "mlp": {"epochs": 3, "dropout": 0.2, "target_accuracy": 0.97},
@@ -171,7 +185,8 @@ def _check_table(table: dict, schema: dict, where: str) -> dict:
             raise ConfigError(f"{where}{key} is required")
         is_bool = isinstance(value, bool)
         if (is_bool and kind is not bool) or not isinstance(value, kind):
-            expected = kind.__name__ if isinstance(kind, type) else "a number"
+            expected = (kind.__name__ if isinstance(kind, type) else "a number" if kind == NUMBER
+                        else " or ".join(k.__name__ for k in kind))
             raise ConfigError(f"{where}{key} = {value!r} must be {expected}")
         problem = check(value) if check else None
         if problem:
@@ -240,6 +255,11 @@ def _check_combinations(values: dict) -> None:
     for model in _names("models", values["models"]):
         if model not in MODELS:
             raise ConfigError(f"unknown model {model!r}: known models are {', '.join(MODELS)}")
+    for model in MODELS:
+        try:
+            model_spec(model, **{k: v for k, v in values[model].items() if k not in ("epochs", "target_accuracy")})
+        except ValueError as error:
+            raise ConfigError(f"[{model}] describes no network: {error}") from None
     if not values["models"]:
         raise ConfigError("models is empty: name at least one of " + ", ".join(MODELS))
     if values["eval_split"] == "validation" and not values["validation"]:

@@ -71,7 +71,7 @@ def check_gpu() -> tuple[list[Step], str | None]:
 def check_products(config: Config, folder: Path) -> list[Step]:
     from harness.execute import ceilings
 
-    measured = ceilings.measure(config, folder, progress=False)
+    measured = ceilings.measure(config, folder, progress=False, floor=False)
     steps = []
     for library, result in measured.get("libraries", {}).items():
         if result.get("status") != "ok":

@@ -8,7 +8,8 @@ and `compare` checks one against the other (docs/DESIGN.md, "Parity"):
 
   start      the parameters read back equal the initial ones; evaluate() there equals the reference's
   <optimizer> the first step's update, every call's mean loss and the parameters after 3 epochs of
-             4 batches: SGD with momentum, Nesterov, Adam and AdamW, each decaying its rate per epoch
+             4 batches: SGD with momentum, Nesterov, Adam and AdamW, each decaying its rate per epoch,
+             and Adam with other betas under a per-step warm-up and cosine decay (schedule)
   dropout    at rate p and learning rate 0: evaluate() equals the reference's (dropout off), the mean
              training loss over many batches matches the reference's expectation within 4 standard
              errors, and every call draws new masks (the same batch twice gives two losses)
@@ -45,6 +46,10 @@ RECIPES = {
     "nesterov": OptimizerSpec("sgd", lr=0.01, momentum=0.9, nesterov=True, lr_decay=0.5),
     "adam": OptimizerSpec("adam", lr=1e-3, eps=1e-5, lr_decay=0.5),
     "adamw": OptimizerSpec("adamw", lr=1e-3, eps=1e-5, weight_decay=0.1, lr_decay=0.5),
+    # per step: a linear warm-up over the first 3 of the 12 steps, then a cosine decay (the speedrun's form),
+    # with Adam's betas moved off their defaults, as that recipe has them
+    "schedule": OptimizerSpec("adam", lr=1e-3, eps=1e-5, betas=(0.7, 0.9), schedule="warmup_cosine", warmup=0.25,
+                              lr_start=0.1, lr_end=0.05),
 }
 FROZEN = OptimizerSpec("sgd", lr=0.0)  # learning rate 0: the dropout checks train without changing anything
 DROPOUT_BATCH = 128  # one fixed batch, trained again and again
@@ -131,7 +136,7 @@ def observe(make, model: str, sizes: dict, rate: float, calls: int = DROPOUT_CAL
         return adapter
 
     for name, optimizer in RECIPES.items():
-        adapter = prepared(plain, replace(optimizer, steps_per_epoch=BATCHES), initial)
+        adapter = prepared(plain, replace(optimizer, steps_per_epoch=BATCHES, total_steps=EPOCHS * BATCHES), initial)
         if not seen:
             seen.update(_flat("start/params", adapter.get_params()))
             seen["start/eval"] = np.array(adapter.evaluate())

@@ -57,6 +57,7 @@ def record(cell: Cell, config: Config, finished: Finished, ceilings: dict | None
 
     `ceilings` (harness/execute/ceilings.py, measured before the cells) turns throughput into efficiency.
     """
+    from harness.models import floor_key
     from harness.results.efficiency import efficiency
 
     identity, facts = identity_and_facts(cell, config)
@@ -71,7 +72,8 @@ def record(cell: Cell, config: Config, finished: Finished, ceilings: dict | None
     run = summarise_run(identity, epochs, config.values[cell.model]["target_accuracy"])
     run.update(facts)
     run.update(finished.done)
-    run.update(efficiency(run, config.adapters[cell.framework].library(cell.variant), ceilings))
+    library = config.adapters[cell.framework].library(cell.variant)
+    run.update(efficiency(run, library, ceilings, floor_key(config.model(cell.model), config.batch_size)))
     rows = [{**identity, **e, "samples_per_second": e["samples"] / e["train_seconds"]} for e in epochs]
     return run, rows
 

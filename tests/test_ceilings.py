@@ -106,6 +106,8 @@ def test_adapter_library_and_probe_declarations():
     assert adapters["numpy"].library("cupy") == "numpy"
     assert {name: info.has_probe for name, info in adapters.items()} == {
         "numpy": True, "torch": True, "jax": True, "keras": False, "tensorflow": True}
+    assert {name: info.has_op_probe for name, info in adapters.items()} == {
+        "numpy": True, "torch": True, "jax": True, "keras": False, "tensorflow": True}
 
 
 def test_libraries_to_probe_takes_every_installed_adapter_with_a_probe():
@@ -149,12 +151,12 @@ def test_measure_times_numpy_in_a_worker_and_caches_it(tmp_path):
     assert numpy["library"] and "openblas" in numpy["thread_pools"].lower()
     assert results["peak"] == {"library": "numpy", "gflops": numpy["gflops"]}
     assert results["size"] == 256 and results["device"] == "cpu"
-    assert (tmp_path / "logs" / "matmul-numpy.log").exists()
+    assert (tmp_path / "logs" / "ceilings-numpy.log").exists()
 
-    (tmp_path / "logs" / "matmul-numpy.log").unlink()
+    (tmp_path / "logs" / "ceilings-numpy.log").unlink()
     again = ceilings.measure(config, tmp_path, progress=False, cache=cache)["libraries"]["numpy"]
     assert again["gflops"] == numpy["gflops"] and again["source"].startswith("cached (measured ")
-    assert not (tmp_path / "logs" / "matmul-numpy.log").exists()  # no worker ran
+    assert not (tmp_path / "logs" / "ceilings-numpy.log").exists()  # no worker ran
     config.values["threads"] = 2  # another setting is another machine state: measured anew
     assert ceilings.measure(config, tmp_path, progress=False, cache=cache)["libraries"]["numpy"]["source"] == \
         "measured in this run"
@@ -225,12 +227,15 @@ def test_bench_run_measures_ceilings_and_resume_keeps_them(tmp_path):
     [run] = read(out / "runs.csv")
     assert run["status"] == "ok" and float(run["gflops"]) > 0 and run["ceiling_library"] == "numpy"
     assert 0 < float(run["ceiling_fraction"]) < 1.5 and 0 < float(run["peak_fraction"]) < 1.5
+    assert float(run["floor_samples_per_second"]) > 0 and 0 < float(run["floor_fraction"]) < 1.5
     assert 0 < float(run["import_rss_mb"]) <= float(run["peak_rss_mb"])
     matmul = json.loads((out / "environment.json").read_text())["sessions"][0]["matmul"]
     assert matmul["peak"]["gflops"] > 0 and matmul["libraries"]["numpy"]["status"] == "ok"
     assert matmul["size"] == 256
     summary = (out / "summary.md").read_text()
     assert "Efficiency and memory" in summary and "Matrix-product ceilings" in summary
+    assert "% of op floor" in summary and "Op floor (mlp 784-32-10 at batch 32)" in summary
+    assert "dense0 weight gradient" in summary and "A steady step, split" in summary
     assert (out / "mlp-efficiency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     resumed = subprocess.run([sys.executable, "bench.py", "run", "--resume", str(out), "--quiet"],

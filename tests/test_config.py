@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +125,25 @@ def test_lr_decay_must_be_a_factor_in_0_1():
     assert resolve({"optimizer": {"lr_decay": 0.8}}, "t").values["optimizer"]["lr_decay"] == 0.8
     with pytest.raises(ConfigError, match="lr_decay"):
         resolve({"optimizer": {"lr_decay": 1.5}}, "t")
+
+
+def test_schedule_kernel_and_evaluation_keys_are_checked():
+    from harness.config import ConfigError, resolve
+
+    speedrun = resolve({"optimizer": {"schedule": "warmup_cosine", "warmup": 0.3, "lr_start": 0.04},
+                        "cnn": {"kernel_size": [5, 3], "channels": [24, 32]}, "eval_every_steps": 26,
+                        "stop_at_target": True}, "t")
+    assert speedrun.optimizer.schedule == "warmup_cosine" and speedrun.model("cnn").kernel_sizes == (5, 3)
+    for raw, phrase in [({"optimizer": {"schedule": "cyclic"}}, "optimizer.schedule = 'cyclic' must be one of"),
+                        ({"optimizer": {"warmup": 1.0, "schedule": "warmup_cosine"}}, "optimizer.warmup = 1.0"),
+                        ({"optimizer": {"warmup": 0.2}}, "set schedule = 'warmup_cosine' to use them"),
+                        ({"cnn": {"kernel_size": [3, 3, 3]}}, "one for all or one per convolution"),
+                        ({"cnn": {"kernel_size": True}}, "cnn.kernel_size = True must be int or list"),
+                        ({"cnn": {"kernel_size": [0]}}, "must be a positive integer, or a list of them"),
+                        ({"eval_every_steps": -1}, "eval_every_steps = -1 must be 0 or more"),
+                        ({"stop_at_target": "yes"}, "stop_at_target = 'yes' must be bool")]:
+        with pytest.raises(ConfigError, match=re.escape(phrase)):
+            resolve(raw, "t")
 
 
 def test_every_shipped_config_loads():

@@ -79,3 +79,39 @@ def test_learning_rate_decays_by_epoch_in_stairs():
     assert [spec.lr_at(t) for t in (0, 9, 10, 25)] == [1e-3, 1e-3, 5e-4, 2.5e-4]
     assert OptimizerSpec(lr=1e-3, lr_decay=0.5).lr_at(100) == 1e-3  # no epoch length: constant
     assert not OptimizerSpec(lr=1e-3, steps_per_epoch=10).decays
+
+
+def test_kernel_sizes_are_one_for_all_or_one_per_convolution():
+    fast = model_spec("cnn", channels=[24, 32], kernel_size=[5, 3], dense=256)
+    assert fast.kernel_sizes == (5, 3) and fast.param_shapes["conv0.kernel"] == (5, 5, 1, 24)
+    assert fast.param_shapes["dense0.kernel"] == (5 * 5 * 32, 256)  # 28 -> 24 -> 12 -> 10 -> 5
+    assert model_spec("cnn", kernel_size=5).kernel_sizes == (5, 5) == ModelSpec("cnn", kernel_size=(5,)).kernel_sizes
+    with pytest.raises(ValueError, match="one for all or one per convolution"):
+        model_spec("cnn", kernel_size=[3, 3, 3])
+    with pytest.raises(ValueError, match="leave no pixel"):
+        model_spec("cnn", kernel_size=[13, 13])
+
+
+def test_a_warm_up_and_cosine_decay_is_set_per_step():
+    from harness.models import OptimizerSpec
+
+    spec = OptimizerSpec("adam", lr=1.0, schedule="warmup_cosine", warmup=0.25, lr_start=0.1, lr_end=0.01,
+                         total_steps=12, steps_per_epoch=4)
+    assert spec.per_step and spec.decays and spec.warmup_steps == 3
+    rates = [spec.lr_at(t) for t in range(14)]
+    assert rates[:4] == pytest.approx([0.1, 0.4, 0.7, 1.0])  # linear from lr * lr_start to lr over 3 steps
+    assert rates[3 + 9 // 2] == pytest.approx(0.01 + 0.99 * (1 + np.cos(np.pi * 4 / 9)) / 2)
+    assert rates[12] == rates[13] == pytest.approx(0.01)  # lr * lr_end from the schedule's last step on
+    assert all(a > b for a, b in zip(rates[3:12], rates[4:13]))  # the decay never rises
+    assert not OptimizerSpec("adam", schedule="warmup_cosine").per_step  # no length: a constant rate
+
+
+def test_schedule_settings_that_clash_are_refused():
+    from harness.models import OptimizerSpec
+
+    with pytest.raises(ValueError, match="lr_decay is the epoch_decay schedule's"):
+        OptimizerSpec("adam", schedule="warmup_cosine", lr_decay=0.5)
+    with pytest.raises(ValueError, match="shape the warmup_cosine schedule"):
+        OptimizerSpec("adam", warmup=0.2)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        OptimizerSpec("adam", schedule="one_cycle")

@@ -26,6 +26,8 @@ EXPECTED = {  # fault -> the check that must catch it
     "gradients_scaled": "sgd",
     "adamw_decay_as_l2": "adamw",
     "frozen_dropout_mask": "dropout",
+    "schedule_stepped_per_epoch": "schedule",
+    "warmup_one_step_late": "schedule",
 }
 
 

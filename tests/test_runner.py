@@ -41,7 +41,7 @@ def test_bench_run_writes_every_file_with_every_column(tmp_path):
         assert run["backend"] and run["thread_pools"]  # e.g. "openblas 0.3.31 SkylakeX x1"
     environment = json.loads((out / "environment.json").read_text())
     [session] = environment["sessions"]
-    assert environment["schema"] == 2 and session["session"] == 1 and {r["session"] for r in runs} == {"1"}
+    assert environment["schema"] == 3 and session["session"] == 1 and {r["session"] for r in runs} == {"1"}
     assert session["cpu"]["cores"] >= 1 and "numpy" in session["packages"]
     assert session["worker_environment_variables"]["OMP_NUM_THREADS"] == "1"
     assert session["adapter_modules"]["numpy"]["numpy"].startswith("numpy ")

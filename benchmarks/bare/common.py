@@ -22,6 +22,20 @@ def setup():
     return job, data, batch_order(job["train"], job["batch_size"], job["seed"], job["epochs"])
 
 
+def kernels(job) -> list[int]:
+    """The CNN's kernel side per convolution (the config's cnn.kernel_size: one for all, or one each)."""
+    given = job.get("kernel_size", 3)
+    return [given] * len(job["channels"]) if isinstance(given, int) else list(given)
+
+
+def flattened_side(job) -> int:
+    """The side of the CNN's last feature map: each block a 'valid' convolution and a 2x2 pool."""
+    side = 28
+    for k in kernels(job):
+        side = (side - k + 1) // 2
+    return side
+
+
 def report(train_seconds: float) -> None:
     """One epoch's training time, as a JSON line for overhead.py."""
     print(json.dumps({"train_seconds": train_seconds}), flush=True)

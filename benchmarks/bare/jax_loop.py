@@ -9,7 +9,7 @@ from functools import partial
 import jax
 import numpy as np
 import optax
-from common import EpochTimer, setup
+from common import EpochTimer, flattened_side, kernels, setup
 from flax import nnx
 
 
@@ -35,11 +35,9 @@ class MLP(nnx.Module):
 class CNN(nnx.Module):
     def __init__(self, job, rngs):
         channels = [1, *job["channels"]]
-        self.convs = nnx.List([nnx.Conv(a, b, (3, 3), padding="VALID", rngs=rngs)
-                               for a, b in zip(channels, channels[1:])])
-        side = 28
-        for _ in job["channels"]:
-            side = (side - 2) // 2
+        self.convs = nnx.List([nnx.Conv(a, b, (k, k), padding="VALID", rngs=rngs)
+                               for a, b, k in zip(channels, channels[1:], kernels(job))])
+        side = flattened_side(job)
         self.hidden = nnx.Linear(side * side * channels[-1], job["dense"], rngs=rngs)
         self.out = nnx.Linear(job["dense"], 10, rngs=rngs)
         self.dropout = nnx.Dropout(job["dropout"], rngs=rngs)

@@ -3,7 +3,7 @@
 import time
 
 import keras
-from common import report, setup
+from common import kernels, report, setup
 
 
 class EpochTimes(keras.callbacks.Callback):
@@ -19,8 +19,8 @@ class EpochTimes(keras.callbacks.Callback):
 def model(job) -> keras.Sequential:
     layers = [keras.Input((28, 28, 1))]
     if job["model"] == "cnn":
-        for channels in job["channels"]:
-            layers += [keras.layers.Conv2D(channels, 3, activation="relu"), keras.layers.MaxPooling2D(2)]
+        for channels, k in zip(job["channels"], kernels(job)):
+            layers += [keras.layers.Conv2D(channels, k, activation="relu"), keras.layers.MaxPooling2D(2)]
         hidden = [job["dense"]]
     else:
         hidden = job["hidden"]

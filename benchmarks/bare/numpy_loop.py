@@ -10,7 +10,8 @@ from harness.models import OptimizerSpec, model_spec
 
 def main() -> None:
     job, data, epochs = setup()
-    sizes = {"hidden": job["hidden"]} if job["model"] == "mlp" else {"channels": job["channels"], "dense": job["dense"]}
+    sizes = {"hidden": job["hidden"]} if job["model"] == "mlp" else {
+        "channels": job["channels"], "dense": job["dense"], "kernel_size": job.get("kernel_size", 3)}
     spec = model_spec(job["model"], dropout=job["dropout"], **sizes)
     variant = "cupy" if job["device"] == "gpu" else "numpy"
     net = NumpyAdapter(spec, OptimizerSpec("adam", lr=job["lr"]), device=job["device"], variant=variant,

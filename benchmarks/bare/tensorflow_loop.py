@@ -1,17 +1,16 @@
 """A plain TensorFlow loop: variables, tf.GradientTape and an Adam update in one tf.function step."""
 
 import tensorflow as tf
-from common import EpochTimer, setup
+from common import EpochTimer, flattened_side, kernels, setup
 
 
 def layers(job) -> dict[str, tf.Variable]:
     init = tf.keras.initializers.GlorotUniform(seed=job["seed"])
     shapes = {}
     if job["model"] == "cnn":
-        channels, side = [1, *job["channels"]], 28
-        for i, (a, b) in enumerate(zip(channels, channels[1:])):
-            shapes[f"conv{i}"] = (3, 3, a, b)
-            side = (side - 2) // 2
+        channels, side = [1, *job["channels"]], flattened_side(job)
+        for i, (a, b, k) in enumerate(zip(channels, channels[1:], kernels(job))):
+            shapes[f"conv{i}"] = (k, k, a, b)
         sizes = [side * side * channels[-1], job["dense"], 10]
     else:
         sizes = [784, *job["hidden"], 10]

@@ -5,7 +5,7 @@ The CNN runs in channels_last memory format, as PyTorch's CPU performance guide 
 
 import torch
 import torch.nn.functional as F
-from common import EpochTimer, setup
+from common import EpochTimer, flattened_side, kernels, setup
 from torch import nn
 
 
@@ -19,11 +19,9 @@ def mlp(job) -> nn.Sequential:
 
 def cnn(job) -> nn.Sequential:
     channels, layers = [1, *job["channels"]], []
-    for a, b in zip(channels, channels[1:]):
-        layers += [nn.Conv2d(a, b, 3), nn.ReLU(), nn.MaxPool2d(2)]
-    side = 28
-    for _ in job["channels"]:
-        side = (side - 2) // 2
+    for a, b, k in zip(channels, channels[1:], kernels(job)):
+        layers += [nn.Conv2d(a, b, k), nn.ReLU(), nn.MaxPool2d(2)]
+    side = flattened_side(job)
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(side * side * channels[-1], job["dense"]), nn.ReLU(),
                          nn.Dropout(job["dropout"]), nn.Linear(job["dense"], 10))
 

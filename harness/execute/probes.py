@@ -57,3 +57,38 @@ def product_precision(adapter_class, device: str) -> dict:
     error = float(np.median(np.abs(np.asarray(product, np.float64) - exact)) / np.sqrt(np.mean(exact**2)))
     verdict = "float32" if error < FLOAT32_ERROR_LIMIT else "reduced (TF32, bfloat16 or lower)"
     return {**facts, "product_error": error, "precision": verdict}
+
+
+# Each step operation is timed for OP_BUDGET_S (at least OP_MIN_REPEATS calls): small operations repeat
+# hundreds of times, so the median is steady; the sum over a model's operations is its op floor.
+OP_BUDGET_S = 0.15
+OP_MIN_REPEATS = 10
+
+
+def operands(operation: dict) -> dict:
+    """Random float32 inputs of one step operation (harness.models.Operation.as_dict()), as a step holds them.
+
+    matmul: "a" and "b", with the weight gradient's "a" stored (k, m) and the input gradient's "b" (n, k);
+    conv: the batch "x" (NHWC), the kernel "w" (HWIO) and the output's gradient "dy" (NHWC).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+
+    def uniform(*shape):
+        return rng.uniform(-1, 1, shape).astype(np.float32)
+
+    if operation["kind"] == "matmul":
+        m, k, n = operation["dims"]
+        a = uniform(k, m) if operation["role"] == "weight gradient" else uniform(m, k)
+        b = uniform(n, k) if operation["role"] == "input gradient" else uniform(k, n)
+        return {"a": a, "b": b}
+    batch, height, width, c, o, k = operation["dims"]
+    return {"x": uniform(batch, height, width, c), "w": uniform(k, k, c, o),
+            "dy": uniform(batch, height - k + 1, width - k + 1, o)}
+
+
+def time_operation(call) -> dict:
+    """The median and best seconds of one step operation, run alone."""
+    seconds = time_call(call, OP_BUDGET_S, OP_MIN_REPEATS)
+    return {"seconds": statistics.median(seconds), "best_seconds": min(seconds), "repeats": len(seconds)}

@@ -53,7 +53,9 @@ def build_adapter(job: dict, model_spec, steps_per_epoch: int, adapter_class=Non
     cell, values = job["cell"], job["config"]
     adapter_class = adapter_class or import_adapter(job)
     options = {"eval_batch_size": values["eval_batch_size"], **values["options"].get(cell["framework"], {})}
-    optimizer = {**(job.get("optimizer") or values["optimizer"]), "steps_per_epoch": steps_per_epoch}
+    epochs = values[cell["model"]]["epochs"]
+    optimizer = {**(job.get("optimizer") or values["optimizer"]), "steps_per_epoch": steps_per_epoch,
+                 "total_steps": epochs * steps_per_epoch}
     return adapter_class(
         model_spec,
         optimizer_spec(optimizer),
@@ -93,8 +95,19 @@ def peak_rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no /proc: KiB on most systems
 
 
+def chunks(steps: int, every: int) -> list[slice]:
+    """An epoch's steps in runs of `every` (the last may be shorter), each followed by an evaluation; all at once
+    when `every` is 0."""
+    every = every or steps
+    return [slice(start, min(start + every, steps)) for start in range(0, steps, every)]
+
+
 def train(job: dict) -> None:
-    """The timed loop: one epochs.csv row per epoch, then the run summary (computed by the runner)."""
+    """The timed loop: one epochs.csv row per evaluation, then the run summary (computed by the runner).
+
+    The model is evaluated after every epoch, and with eval_every_steps also after every that many steps of
+    an epoch; with stop_at_target, training stops at the first evaluation that reaches the target.
+    """
     import math
 
     from harness.batches import batch_order
@@ -105,34 +118,36 @@ def train(job: dict) -> None:
     adapter_class = import_adapter(job)
     import_rss_mb = peak_rss_mb()  # the framework's own cost, before any data or model
     dataset = load_dataset(job)
-    adapter = build_adapter(job, spec, len(dataset.x_train) // values["batch_size"], adapter_class)
+    steps_per_epoch = len(dataset.x_train) // values["batch_size"]
+    adapter = build_adapter(job, spec, steps_per_epoch, adapter_class)
     adapter.set_params(spec.init_params(cell["seed"]))
     adapter.load_data(dataset.x_train, dataset.y_train, dataset.x_eval, dataset.y_eval)
     emit("setup", setup_seconds=time.time() - job["started"], backend=adapter.backend, eval_split=dataset.eval_split,
          import_rss_mb=import_rss_mb)
-    batches_per_epoch = batch_order(len(dataset.x_train), values["batch_size"], cell["seed"], settings["epochs"])
-    for epoch, batches in enumerate(batches_per_epoch, start=1):
-        start = time.perf_counter()
-        loss = adapter.train_epoch(batches)
-        train_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        eval_loss, eval_accuracy = adapter.evaluate()
-        eval_seconds = time.perf_counter() - start
-        emit(
-            "epoch",
-            epoch=epoch,
-            train_loss=loss,
-            train_seconds=train_seconds,
-            samples=batches.size,
-            eval_loss=eval_loss,
-            eval_accuracy=eval_accuracy,
-            eval_seconds=eval_seconds,
-        )
-        losses = {"the training loss": loss, "the evaluation loss": eval_loss}
-        broken = [f"{name} became {value}" for name, value in losses.items() if not math.isfinite(value)]
-        if broken:
-            emit("done", status="diverged", error=f"{' and '.join(broken)} in epoch {epoch}")
-            return
+    step = 0
+    for epoch, batches in enumerate(batch_order(len(dataset.x_train), values["batch_size"], cell["seed"],
+                                                settings["epochs"]), start=1):
+        for rows in chunks(len(batches), values.get("eval_every_steps", 0)):
+            start = time.perf_counter()
+            loss = adapter.train_epoch(batches[rows])
+            train_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            eval_loss, eval_accuracy = adapter.evaluate()
+            eval_seconds = time.perf_counter() - start
+            step += rows.stop - rows.start
+            emit("epoch", epoch=epoch, step=step, train_loss=loss, train_seconds=train_seconds,
+                 samples=batches[rows].size, eval_loss=eval_loss, eval_accuracy=eval_accuracy,
+                 eval_seconds=eval_seconds, end_of_epoch=rows.stop == len(batches), steps_per_epoch=steps_per_epoch)
+            losses = {"the training loss": loss, "the evaluation loss": eval_loss}
+            broken = [f"{name} became {value}" for name, value in losses.items() if not math.isfinite(value)]
+            if broken:
+                emit("done", status="diverged", error=f"{' and '.join(broken)} in epoch {epoch}")
+                return
+            if values.get("stop_at_target") and eval_accuracy >= settings["target_accuracy"]:
+                break
+        else:
+            continue
+        break  # the target is reached: the clock stops here
     emit("done", status="ok", peak_rss_mb=peak_rss_mb(), peak_device_memory_mb=adapter.peak_device_memory_mb(),
          thread_pools=adapter.thread_pools())
 
@@ -162,16 +177,30 @@ def parity(job: dict) -> None:
     emit("done", status="ok", backend=built[0].backend)
 
 
-def matmul(job: dict) -> None:
-    """Time one large float32 product in the adapter's framework: its ceiling (harness/execute/ceilings.py)."""
-    from harness.adapter import loaded_thread_pools
-    from harness.execute.probes import product_precision, time_product
+def probe(job: dict) -> None:
+    """Time the adapter's framework alone: its large float32 product (the ceiling) and each step operation
+    (the op floor), as harness/execute/ceilings.py asks. Each part reports its own status."""
+    from harness.adapter import Unsupported, loaded_thread_pools
+    from harness.execute.ceilings import operation_key
+    from harness.execute.probes import product_precision, time_operation, time_product
 
     adapter_class = import_adapter(job)
-    product, library = adapter_class.matmul_probe(job["device"], job["size"], job["config"]["threads"])
-    timing = time_product(product, job["size"])
-    emit("done", status="ok", library=library, **timing, thread_pools=loaded_thread_pools(),
-         **product_precision(adapter_class, job["device"]))
+    device, threads, found = job["device"], job["config"]["threads"], {}
+    if job["size"]:
+        try:
+            product, library = adapter_class.matmul_probe(device, job["size"], threads)
+            found["product"] = {"status": "ok", "library": library, **time_product(product, job["size"]),
+                                "thread_pools": loaded_thread_pools(), **product_precision(adapter_class, device)}
+        except Unsupported as reason:
+            found["product"] = {"status": "skipped", "error": str(reason)}
+    if job["operations"]:
+        try:
+            times = {operation_key(op): time_operation(adapter_class.op_probe(device, op, threads))
+                     for op in job["operations"]}
+            found["operations"] = {"status": "ok", "times": times}
+        except Unsupported as reason:
+            found["operations"] = {"status": "skipped", "error": str(reason)}
+    emit("done", status="ok", **found)
 
 
 def device(job: dict) -> None:
@@ -187,7 +216,7 @@ def main() -> None:
     pin_threads(job["config"]["threads"])
     from harness.adapter import DeviceUnavailable, Unsupported
 
-    modes = {"parity": parity, "matmul": matmul, "train": train, "device": device}
+    modes = {"parity": parity, "probe": probe, "train": train, "device": device}
     try:
         modes[job.get("mode", "train")](job)
     except Unsupported as reason:

@@ -24,10 +24,15 @@ from harness.errors import StoppedError, UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = ROOT / "results"
-SCHEMA = 2  # 2: session and schema columns, environment.json's sessions, FLOPs without the images' gradient
+SCHEMA = 3  # 3: op-floor and time-to-target columns, evaluation steps; 2: sessions, FLOPs without the images' gradient
+# The columns each schema added: a file of an older schema that this version still reads lacks only those.
+ADDED_IN = {3: {"step", "eval_seconds_to_target", "steps_to_target", "epochs_to_target", "floor_samples_per_second",
+                "floor_fraction"}}
+READABLE = (2, 3)
 KEYS = ["framework", "variant", "backend", "model", "device", "repeat", "seed"]
 EPOCH_COLUMNS = KEYS + [
     "epoch",
+    "step",
     "train_loss",
     "train_seconds",
     "samples_per_second",
@@ -48,6 +53,9 @@ RUN_COLUMNS = KEYS + [
     "steady_epoch_seconds",
     "samples_per_second",
     "time_to_target_seconds",
+    "eval_seconds_to_target",
+    "steps_to_target",
+    "epochs_to_target",
     "target_accuracy",
     "eval_seconds",
     "setup_seconds",
@@ -59,6 +67,8 @@ RUN_COLUMNS = KEYS + [
     "ceiling_fraction",
     "peak_gflops",
     "peak_fraction",
+    "floor_samples_per_second",
+    "floor_fraction",
     "import_rss_mb",
     "peak_rss_mb",
     "peak_device_memory_mb",
@@ -119,33 +129,46 @@ def csv_text(rows: list[dict], columns: list[str]) -> str:
     return buffer.getvalue()
 
 
-def summarise_run(identity: dict, epochs: list[dict], target: float) -> dict:
-    """The runs.csv fields that follow from a cell's epoch rows.
+def summarise_run(identity: dict, evaluations: list[dict], target: float) -> dict:
+    """The runs.csv fields that follow from a cell's evaluation rows (one per epoch, or several with
+    eval_every_steps).
 
-    Throughput uses steady epochs only (2..N); time to target is training wall time
-    from the first step, compile included, until an evaluation first reaches the target.
+    Throughput uses steady epochs only (complete epochs 2..N); time to target is training wall time
+    from the first step, compile included, until an evaluation first reaches the target, the
+    evaluations' own time apart (eval_seconds_to_target).
     """
+    epochs: dict[int, dict] = {}
+    for row in evaluations:
+        epoch = epochs.setdefault(row["epoch"], {"seconds": 0.0, "samples": 0, "complete": True})
+        epoch["seconds"] += row["train_seconds"]
+        epoch["samples"] += row["samples"]
+        epoch["complete"] = row.get("end_of_epoch", True)
     record = {**identity, "epochs": len(epochs), "target_accuracy": target}
-    if not epochs:
+    if not evaluations:
         return record
-    train = [e["train_seconds"] for e in epochs]
-    steady = train[1:]
-    accuracies = [e["eval_accuracy"] for e in epochs]
+    ordered = [epochs[k] for k in sorted(epochs)]
+    steady = [e for e in ordered[1:] if e["complete"]]
+    accuracies = [row["eval_accuracy"] for row in evaluations]
+    steady_seconds = statistics.median(e["seconds"] for e in steady) if steady else None
     record.update(
         final_accuracy=accuracies[-1],
         best_accuracy=max(accuracies),
-        final_loss=epochs[-1]["eval_loss"],
-        first_epoch_seconds=train[0],
+        final_loss=evaluations[-1]["eval_loss"],
+        first_epoch_seconds=ordered[0]["seconds"],
         steady_epochs=len(steady),
-        steady_epoch_seconds=statistics.median(steady) if steady else None,
-        samples_per_second=epochs[-1]["samples"] / statistics.median(steady) if steady else None,
-        eval_seconds=statistics.median(e["eval_seconds"] for e in epochs),
+        steady_epoch_seconds=steady_seconds,
+        samples_per_second=steady[-1]["samples"] / steady_seconds if steady else None,
+        eval_seconds=statistics.median(row["eval_seconds"] for row in evaluations),
     )
-    elapsed = 0.0
-    for seconds, accuracy in zip(train, accuracies):
-        elapsed += seconds
-        if accuracy >= target:
-            record["time_to_target_seconds"] = elapsed
+    elapsed = evaluating = 0.0
+    for row in evaluations:
+        elapsed += row["train_seconds"]
+        evaluating += row["eval_seconds"]
+        if row["eval_accuracy"] >= target:
+            record.update(time_to_target_seconds=elapsed, eval_seconds_to_target=evaluating,
+                          steps_to_target=row.get("step"))
+            if row.get("step") and row.get("steps_per_epoch"):
+                record["epochs_to_target"] = row["step"] / row["steps_per_epoch"]
             break
     return record
 
@@ -160,21 +183,23 @@ def read_records(path: Path, columns: list[str]) -> list[dict]:
         rows = list(reader)
     if header is None:
         raise UserError(f"{path} is empty: it is not a results file; re-run the cells or restore the file")
-    missing = [c for c in columns if c not in header]
     if "schema" not in header:
         raise UserError(f"{path} has an older layout (no schema column): it was written by an earlier version; "
                         "re-run it to compare it with this version's results")
-    if missing:
-        raise UserError(f"{path} lacks the columns {', '.join(missing)}: it is damaged or not a results file")
     for number, row in enumerate(rows, start=2):
         if len(row) != len(header):
             raise UserError(f"{path} is truncated or damaged at line {number} ({len(row)} fields where the header "
                             f"has {len(header)}): restore it, or re-run the cells it lost")
     records = [dict(zip(header, row)) for row in rows]
-    versions = {r["schema"] for r in records} - {str(SCHEMA)}
+    versions = {r["schema"] for r in records} - {str(v) for v in READABLE}
     if versions:
-        raise UserError(f"{path} has schema {', '.join(sorted(versions))}, this version writes {SCHEMA}: "
-                        "re-run it with this version")
+        raise UserError(f"{path} has schema {', '.join(sorted(versions))}, this version reads "
+                        f"{', '.join(map(str, READABLE))}: re-run it with this version")
+    oldest = min((int(r["schema"]) for r in records), default=SCHEMA)
+    optional = set().union(*(added for schema, added in ADDED_IN.items() if schema > oldest))
+    missing = [c for c in columns if c not in header and c not in optional]
+    if missing:
+        raise UserError(f"{path} lacks the columns {', '.join(missing)}: it is damaged or not a results file")
     return records
 
 

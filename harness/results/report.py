@@ -28,13 +28,14 @@ EFFICIENCY_COLUMNS = {
     "gflops": ("GFLOP/s", lambda v: f"{v:,.0f}"),
     "peak_fraction": ("% of machine peak", lambda v: f"{100 * v:.0f}"),
     "ceiling_fraction": ("% of own ceiling", lambda v: f"{100 * v:.0f}"),
+    "floor_fraction": ("% of op floor", lambda v: f"{100 * v:.0f}"),
     "import_rss_mb": ("RSS after import MB", lambda v: f"{v:,.0f}"),
     "peak_rss_mb": ("peak RSS MB", lambda v: f"{v:,.0f}"),
     "peak_device_memory_mb": ("peak device MB", lambda v: f"{v:,.0f}"),  # the allocator's peak in use
 }
 
 
-STEADY = {"samples_per_second", "steady_epoch_seconds", "gflops", "peak_fraction", "ceiling_fraction"}
+STEADY = {"samples_per_second", "steady_epoch_seconds", "gflops", "peak_fraction", "ceiling_fraction", "floor_fraction"}
 SINGLE = "¹"  # marks a figure that rests on one sample
 SINGLE_NOTE = (f"{SINGLE} one sample (a single repeat, or a single steady epoch of one): no spread to judge it by; "
                "compare such figures only beyond 25%.")
@@ -132,6 +133,56 @@ def ceilings_text(matmul: dict) -> str:
             f"epoch, so they include everything else the step does.")
 
 
+def floor_table(floor: dict) -> pd.DataFrame:
+    """One model's op floor: each heavy operation of a step, the library that ran it fastest alone, and its time."""
+    rows = [{"operation": r["operation"], "shape": r["shape"], "MFLOP": f"{r['flops'] / 1e6:,.1f}",
+             "fastest": r["fastest"] or "–", "ms": f"{1e3 * r['seconds']:.3f}" if r["seconds"] else "–",
+             "every library, ms": ", ".join(f"{k} {1e3 * v:.3f}" for k, v in sorted(r["times"].items(),
+                                                                                     key=lambda kv: kv[1]))}
+            for r in floor.get("operations", [])]
+    return pd.DataFrame(rows)
+
+
+def floor_text(matmul: dict, key: str | None) -> list[str]:
+    """The op floor of one model, as a sentence and its table (nothing when it was not measured)."""
+    floor = (matmul.get("floor") or {}).get(key) if key else None
+    if not floor or not floor.get("operations"):
+        return []
+    if not floor.get("complete"):
+        missing = [r["operation"] for r in floor["operations"] if not r["fastest"]]
+        return ["", f"No op floor: no library timed {', '.join(missing)} (environment.json says why)."]
+    return ["", f"Op floor ({key}): {1e3 * floor['seconds']:.2f} ms a step, {floor['samples_per_second']:,.0f} "
+            "samples/s: each heavy operation of one training step timed alone in every library, the fastest "
+            "one's median summed.", "", floor_table(floor).to_markdown(index=False)]
+
+
+def step_profile(rows: pd.DataFrame, floor: dict | None) -> pd.DataFrame:
+    """A steady step of each row split into its own library's heavy operations (timed alone) and everything else."""
+    if not floor or not floor.get("own_seconds"):
+        return pd.DataFrame()
+    found = []
+    for (framework, variant), group in rows.groupby(["framework", "variant"], sort=False):
+        speed = pd.to_numeric(group["samples_per_second"], errors="coerce").median()
+        library = group["ceiling_library"].dropna().iloc[0] if "ceiling_library" in group and \
+            group["ceiling_library"].notna().any() else None
+        own = floor["own_seconds"].get(library)
+        if not speed or own is None or pd.isna(speed):
+            continue
+        step = floor["batch"] / speed
+        found.append({"framework": framework, "variant": variant, "steady step ms": f"{1e3 * step:.2f}",
+                      f"{library} heavy operations ms": f"{1e3 * own:.2f} ({100 * own / step:.0f}%)",
+                      "everything else ms": f"{1e3 * (step - own):.2f} ({100 * (step - own) / step:.0f}%)",
+                      "op floor ms": f"{1e3 * floor['seconds']:.2f}" if floor.get("seconds") else "–"})
+    frame = pd.DataFrame(found)
+    if not frame.empty:  # the library column's heading differs per row: one column, named once
+        library_columns = [c for c in frame.columns if c.endswith("heavy operations ms")]
+        frame["own library's heavy operations ms"] = frame[library_columns].bfill(axis=1).iloc[:, 0]
+        frame = frame.drop(columns=library_columns)
+        frame = frame[["framework", "variant", "steady step ms", "own library's heavy operations ms",
+                       "everything else ms", "op floor ms"]]
+    return frame
+
+
 def device_text(session: dict, device: str | None) -> list[str]:
     """The GPU, and the precision each library's products were measured at (TF32 or bfloat16 would show)."""
     lines = []
@@ -176,9 +227,19 @@ def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots:
         settings = config.get(model, {})
         lines += ["", f"## {model.upper()}: {settings.get('epochs', '?')} epochs, "
                   f"target accuracy {settings.get('target_accuracy', '?')}", ""]
+        if config.get("stop_at_target"):
+            lines += speedrun_text(runs[runs["model"] == model], settings, config)
         lines.append(model_table(rows, by_session=mixed).to_markdown(index=False))
         if "gflops" in rows and rows["gflops"].notna().any():
             lines += ["", "Efficiency and memory:", "", efficiency_table(rows).to_markdown(index=False)]
+        key = floor_key_of(config, model)
+        floor = ((first.get("matmul") or {}).get("floor") or {}).get(key)
+        lines += floor_text(first.get("matmul") or {}, key)
+        profile = step_profile(rows, floor)
+        if not profile.empty:
+            lines += ["", "A steady step, split into the row's own library's heavy operations (each timed alone, "
+                      "as for the floor) and everything else (elementwise work, the optimizer, the framework's "
+                      "own overhead):", "", profile.to_markdown(index=False)]
         lines += [""] + [f"![{name}]({name})" for name in (plots or {}).get(model, [])]
     if SINGLE in "\n".join(lines):
         lines += ["", SINGLE_NOTE]
@@ -188,6 +249,30 @@ def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots:
         table = failed[GROUP + ["repeat", "status", "error"]].fillna("")
         lines.append(table.to_markdown(index=False))
     return "\n".join(lines) + "\n"
+
+
+def speedrun_text(rows: pd.DataFrame, settings: dict, config: dict) -> list[str]:
+    """The time-to-target table under MLPerf's rules (harness/results/speedrun.py), before the usual table."""
+    from harness.results.speedrun import speedrun_table
+
+    every = config.get("eval_every_steps") or "every epoch's"
+    return [f"Time to {100 * settings.get('target_accuracy', 0):g}% test accuracy, MLPerf's rules: each seed's clock "
+            "runs from the first training step (compilation included) to the first evaluation at the target "
+            f"(evaluated after {every} steps of an epoch and at its end; the evaluations' own time apart); the "
+            "score is the mean after dropping the fastest and the slowest seed, and a row where more than one "
+            "seed in ten missed the target gets none.", "", speedrun_table(rows).to_markdown(index=False), "",
+            "Every seed's run:", ""]
+
+
+def floor_key_of(config: dict, model: str) -> str | None:
+    """The op floor's key of a model in a run's resolved config (None for an old config without the model)."""
+    from harness.models import floor_key, model_spec
+
+    settings = {k: v for k, v in config.get(model, {}).items() if k not in ("epochs", "target_accuracy")}
+    try:
+        return floor_key(model_spec(model, **settings), config.get("batch_size", 128))
+    except (TypeError, ValueError):
+        return None
 
 
 def sessions_text(sessions: list[dict], runs: pd.DataFrame) -> list[str]:

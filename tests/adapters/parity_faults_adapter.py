@@ -12,6 +12,19 @@ import numpy as np
 from frameworks.numpy_adapter import NumpyAdapter
 
 
+class Rescheduled:
+    """An OptimizerSpec whose lr_at is changed (a faulty schedule); everything else is the spec's."""
+
+    def __init__(self, spec, rate) -> None:
+        self.spec, self.rate = spec, rate
+
+    def lr_at(self, step: int) -> float:
+        return self.rate(self.spec.lr_at, step)
+
+    def __getattr__(self, name):
+        return getattr(self.spec, name)
+
+
 class ParityFaultsAdapter(NumpyAdapter):
     name = "faults"
     extra = "dev"
@@ -21,7 +34,8 @@ class ParityFaultsAdapter(NumpyAdapter):
     variants = (
         "correct", "own_init", "reversed_batches", "last_batch_dropped", "rate_decayed_per_step",
         "no_dropout_in_training", "dropout_in_evaluation", "keep_probability_as_rate", "adam_epsilon_other_form",
-        "gradients_scaled", "adamw_decay_as_l2", "frozen_dropout_mask",
+        "gradients_scaled", "adamw_decay_as_l2", "frozen_dropout_mask", "schedule_stepped_per_epoch",
+        "warmup_one_step_late",
     )
 
     def build(self) -> None:
@@ -37,10 +51,18 @@ class ParityFaultsAdapter(NumpyAdapter):
         self.variant = fault
         if fault == "gradients_scaled":
             self._wrap_step(lambda params, grads: grads * np.float32(1.001))
+        if fault == "schedule_stepped_per_epoch" and self.optimizer.per_step:  # the rate set once an epoch
+            self._reschedule(lambda lr_at, t: lr_at(t - t % self.optimizer.steps_per_epoch))
+        if fault == "warmup_one_step_late" and self.optimizer.per_step:  # a scheduler stepped before its first use
+            self._reschedule(lambda lr_at, t: lr_at(max(t - 1, 0)))
         if fault == "adamw_decay_as_l2" and self.optimizer.name == "adamw":
             decay = self.optimizer.weight_decay
             self.optimizer_state.weight_decay = 0.0  # no decoupled decay: an L2 term in the gradient instead
             self._wrap_step(lambda params, grads: grads + decay * params)
+
+    def _reschedule(self, rate) -> None:
+        """The optimizer's rate of step t becomes rate(the spec's lr_at, t)."""
+        self.optimizer_state.spec = Rescheduled(self.optimizer, rate)
 
     def _wrap_step(self, change_gradients) -> None:
         step = self.optimizer_state.step
