@@ -9,7 +9,7 @@ CONFIG ?= configs/quick.toml
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: bench test lint data parity list gpu-check wheels clean
+.PHONY: bench test lint data parity list site gpu-check wheels clean
 bench: $(STAMP) data
 	$(BIN)/python bench.py run $(CONFIG)
 
@@ -27,6 +27,9 @@ parity: $(STAMP)  # every variant of every installed adapter
 
 list: $(STAMP)
 	$(BIN)/python bench.py list
+
+site: $(STAMP)  # site/index.html: every run under results/, its tables, interactive plots and history
+	$(BIN)/python bench.py site results --out site
 
 # On a GPU machine, offline: the frameworks preinstalled with CUDA (seen through --system-site-packages),
 # the light packages from $(WHEELS) (make wheels on a machine with network). Without $(WHEELS), the

@@ -171,6 +171,16 @@ def command_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_site(args: argparse.Namespace) -> int:
+    from harness.results.site import build_site
+
+    built = build_site([Path(p) for p in args.paths], Path(args.out))
+    for note in built.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"{built.runs} runs, {built.rows} history rows, {built.regressions} regressions: {built.out / 'index.html'}")
+    return 0
+
+
 def command_fetch(args: argparse.Namespace) -> int:
     from harness import data
 
@@ -241,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     gpu_check.add_argument("--out", help="the check's folder (default: results/<UTC time>-gpu-check)")
     gpu_check.add_argument("--quiet", action="store_true", help="no progress lines")
     gpu_check.set_defaults(func=command_gpu_check)
+
+    site = commands.add_parser("site", help="a static HTML site of every run: tables, interactive plots, history")
+    site.add_argument("paths", nargs="+", metavar="RUN_OR_RESULTS_DIR",
+                      help="run folders, or results folders holding them (e.g. results)")
+    site.add_argument("--out", required=True, metavar="DIR", help="the site's folder (new, empty, or an earlier site)")
+    site.set_defaults(func=command_site)
 
     report = commands.add_parser("report", help="rebuild summary.md of a run folder")
     report.add_argument("directory", help="a run folder, e.g. results/<time>-quick")
