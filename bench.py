@@ -26,11 +26,13 @@ def overrides(args: argparse.Namespace) -> dict:
         "threads": args.threads,
         "data_dir": getattr(args, "data_dir", None),
         "ceilings": getattr(args, "ceilings", None),
+        "executor": getattr(args, "executor", None),
     }
 
 
 # Flags that choose what a run does: a resumed run does what its first session set up.
-RUN_CHOICES = ("config", "frameworks", "models", "epochs", "repeats", "device", "threads", "out", "ceilings")
+RUN_CHOICES = ("config", "frameworks", "models", "epochs", "repeats", "device", "threads", "out", "ceilings",
+               "executor")
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -44,6 +46,8 @@ def command_run(args: argparse.Namespace) -> int:
             raise UserError(f"--resume carries on a run as its first session set it up, so {flags} would change it: "
                             "drop them, or start a new run")
         folder, config = RunFolder.existing(args.resume), None
+        if folder.config().get("merged_from"):
+            raise UserError(f"{args.resume} was made by bench.py merge: resume the runs it merged, then merge again")
     else:
         config = load_config(args.config, overrides(args))
         folder = RunFolder.create(config.name, args.out)
@@ -59,8 +63,10 @@ def run_in(folder, config, args: argparse.Namespace) -> int:
     from harness.execute import ceilings
     from harness.execute.process import worker_environment
     from harness.results import environment, report
+    from harness.results.hosts import HostBook
     from harness.results.run_folder import differences
     from harness.runner import prepare_data, run_sweep
+    from harness.tuning.sweep import planned
 
     try:
         mixed: list[str] = []
@@ -82,12 +88,21 @@ def run_in(folder, config, args: argparse.Namespace) -> int:
             now = {**environment.collect(config.threads, worker_environment(config), None, config),
                    "config": config.values}
             matmul = None
-        data_dir = prepare_data(config, args.data_dir)  # the data is there, or the run stops before anything else
-        if matmul is None:
-            matmul = ceilings.measure(config, folder.directory, progress=not args.quiet)
-        folder.start_session({**now, "matmul": matmul, "differs_from_first": mixed})
-        print(f"{len(config.cells())} cells -> {folder.directory}", file=sys.stderr)
-        run_sweep(config, folder, data_dir, progress=not args.quiet, ceilings=matmul)
+        if config.executor != "local":  # each node checks its own data and measures itself (harness/execute/remote.py)
+            from harness.execute.remote import run_remote
+
+            run_remote(config, folder, {**now, "differs_from_first": mixed}, args.data_dir, args.ray_address,
+                       progress=not args.quiet)
+        else:
+            data_dir = prepare_data(config, args.data_dir)  # the data is there, or the run stops before anything else
+            if matmul is None:
+                matmul = ceilings.measure(config, folder.directory, progress=not args.quiet)
+            machine = environment.machine(now)
+            folder.start_session({**now, "executor": "local", "machine": machine, "matmul": matmul,
+                                  "differs_from_first": mixed})
+            print(f"{planned(config)} -> {folder.directory}", file=sys.stderr)
+            run_sweep(config, folder, data_dir, progress=not args.quiet, ceilings=matmul,
+                      hosts=HostBook(ceilings=matmul, machine=machine))
     except KeyboardInterrupt:
         for name in ("SIGINT", "SIGTERM"):  # a second Ctrl-C must not break the files being written
             signal.signal(getattr(signal, name), signal.SIG_IGN)
@@ -98,6 +113,35 @@ def run_in(folder, config, args: argparse.Namespace) -> int:
         return 130
     print(report.write_summary(folder.directory))
     print(f"results: {folder.directory}", file=sys.stderr)
+    return 0
+
+
+def command_select(args: argparse.Namespace) -> int:
+    from harness.results.selection import CRITERION, SELECTION_FILE, select, selection_table
+
+    directory = Path(args.run)
+    selection = select(directory)
+    print(selection_table(selection).to_markdown(index=False))
+    print(f"\nchosen by {CRITERION}, on the {selection['eval_split']} split; written to {directory / SELECTION_FILE}; "
+          f"bench.py final {directory} trains these settings again and tests them once", file=sys.stderr)
+    return 0
+
+
+def command_final(args: argparse.Namespace) -> int:
+    from harness.results.run_folder import RunFolder
+    from harness.tuning.final import final_config
+
+    config = final_config(Path(args.run), args.repeats)
+    folder = RunFolder.create(config.name, args.out)
+    with folder.locked(new=True):
+        return run_in(folder, config, args)
+
+
+def command_show(args: argparse.Namespace) -> int:
+    from harness.results.show import show
+
+    for line in show(Path(args.run), args.data_dir):
+        print(line)
     return 0
 
 
@@ -122,12 +166,14 @@ def command_parity(args: argparse.Namespace) -> int:
     from harness.config import load_config
     from harness.parity import closest, problems, run_parity, table
 
-    config = load_config(args.config, overrides(args))
+    if args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs}: give the number of cells to check at once, 1 or more")
+    config = load_config(args.config, {**overrides(args), "executor": "local"})  # parity runs here, whatever the run's
 
     def progress(r) -> None:
         print(f"{r.framework}/{r.variant} {r.model} {r.check}: {r.status}", file=sys.stderr)
 
-    results = run_parity(config, on_result=progress)
+    results = run_parity(config, on_result=progress, jobs=args.jobs)
     print(table(results))
     print("\n" + closest(results))
     installed = {name for name, info in discover().items() if not info.missing_modules()}
@@ -158,7 +204,8 @@ def command_compare(args: argparse.Namespace) -> int:
 
     metrics = args.metric or compare.DEFAULT_METRICS
     compare.check_metrics(metrics)
-    table = compare.compare(compare.read_runs(args.a, metrics), compare.read_runs(args.b, metrics), metrics)
+    table = compare.compare(compare.read_runs(args.a, metrics), compare.read_runs(args.b, metrics), metrics,
+                            across_machines=args.across_machines)
     print(compare.markdown(table, args.a, args.b))
     if args.csv:
         table.to_csv(args.csv, index=False)
@@ -181,6 +228,17 @@ def command_site(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_merge(args: argparse.Namespace) -> int:
+    from harness.results.merge import merge
+
+    out = merge([Path(p) for p in args.runs], Path(args.out), args.prefer)
+    print(out.summary)
+    print(f"merged {out.rows} rows of {len(args.runs)} runs on {out.machines} machine(s) -> {out.directory}"
+          + (f" ({out.replaced} clashing rows resolved by --prefer {args.prefer})" if out.replaced else ""),
+          file=sys.stderr)
+    return 0
+
+
 def command_fetch(args: argparse.Namespace) -> int:
     from harness import data
 
@@ -193,7 +251,7 @@ def command_fetch(args: argparse.Namespace) -> int:
 def add_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="TOML config (default: configs/quick.toml)")
     parser.add_argument("--frameworks", help="comma-separated, e.g. numpy,torch (default: the config's)")
-    parser.add_argument("--models", help="comma-separated: mlp,cnn")
+    parser.add_argument("--models", help="comma-separated: mlp,cnn,rnn,vit")
     parser.add_argument("--epochs", type=int, help="epochs for every model")
     parser.add_argument("--device", choices=["cpu", "gpu", "auto"])
     parser.add_argument("--threads", type=int, help="threads per cell (0 = all cores)")
@@ -218,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ceilings", choices=["cached", "measure", "off"],
                      help="matrix-product ceilings: from the cache where measured before (default), measured "
                           "again in this run, or off")
+    run.add_argument("--executor", choices=["local", "ray", "slurm"],
+                     help="where cells run: here one at a time (default), as Ray tasks one per node, or as a SLURM "
+                          "job array through submitit (README.org, \"Running on a cluster\")")
+    run.add_argument("--ray-address", default="auto", metavar="ADDRESS",
+                     help="the Ray cluster's head (host:port) for --executor ray (default: auto, the one this "
+                          "machine belongs to or RAY_ADDRESS)")
     run.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR with its saved config")
     run.add_argument("--allow-mixed", action="store_true",
                      help="with --resume: carry on even though the code, packages, machine or config changed")
@@ -229,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parity = commands.add_parser("parity", help="check every adapter against the NumPy float64 reference")
     add_selection(parity)
+    parity.add_argument("--jobs", type=int, default=1,
+                        help="cells checked at once (with --threads 1 on a small machine; default 1)")
     parity.set_defaults(func=command_parity)
 
     comparison = commands.add_parser("compare", help="two runs side by side, with noise-aware verdicts")
@@ -237,9 +303,20 @@ def build_parser() -> argparse.ArgumentParser:
     comparison.add_argument("--metric", action="append", help="a runs.csv column, repeatable (default: "
                             "samples_per_second, first_epoch_seconds, time_to_target_seconds, final_accuracy)")
     comparison.add_argument("--csv", metavar="PATH", help="also write the table as CSV")
+    comparison.add_argument("--across-machines", action="store_true",
+                            help="set rows of different machines side by side (refused otherwise: their speeds are "
+                                 "not comparable)")
     comparison.add_argument("--fail-on-regression", type=float, metavar="PCT",
                             help="exit 1 when a row is worse by more than PCT percent beyond noise")
     comparison.set_defaults(func=command_compare)
+
+    merge = commands.add_parser("merge", help="combine runs of several machines or times into one folder")
+    merge.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or earlier merges) to combine")
+    merge.add_argument("--out", required=True, metavar="DIR", help="the merged folder (new or empty)")
+    merge.add_argument("--prefer", choices=["first", "last", "newest"],
+                       help="which row wins where two runs hold the same cell, machine and repeat: the run named "
+                            "first, the one named last, or the newer session (refused without it)")
+    merge.set_defaults(func=command_merge)
 
     fetch = commands.add_parser("fetch", help="find or download a dataset, verify it and cache its arrays")
     fetch.add_argument("dataset", nargs="?", default="mnist", choices=["mnist", "fashion_mnist"])
@@ -257,6 +334,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run folders, or results folders holding them (e.g. results)")
     site.add_argument("--out", required=True, metavar="DIR", help="the site's folder (new, empty, or an earlier site)")
     site.set_defaults(func=command_site)
+
+    select = commands.add_parser("select", help="each framework's best setting of a sweep, chosen on validation")
+    select.add_argument("run", metavar="RUN", help="a sweep's folder (a config with [sweep])")
+    select.set_defaults(func=command_select)
+
+    final = commands.add_parser("final", help="train a sweep's chosen settings again and test them once")
+    final.add_argument("run", metavar="RUN", help="a sweep's folder; its selection is made again from runs.csv")
+    final.add_argument("--repeats", type=int, help="repeats per setting, each with a new seed (default: the sweep's)")
+    final.add_argument("--out", help="result folder (default: results/<UTC time>-<sweep name>-final)")
+    final.add_argument("--data-dir", help="folder holding the four IDX files (.gz or raw)")
+    final.add_argument("--quiet", action="store_true", help="no progress bar")
+    final.set_defaults(func=command_final, resume=None, allow_mixed=False, ray_address="auto")
+
+    show = commands.add_parser("show", help="draw what each framework learned: weights, confusion, mistakes")
+    show.add_argument("run", metavar="RUN", help="a run folder whose config had save_params = true")
+    show.add_argument("--data-dir", help="folder holding the four IDX files (.gz or raw)")
+    show.set_defaults(func=command_show)
 
     report = commands.add_parser("report", help="rebuild summary.md of a run folder")
     report.add_argument("directory", help="a run folder, e.g. results/<time>-quick")

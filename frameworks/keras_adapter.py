@@ -1,8 +1,15 @@
 """The Keras 3 adapter: keras.io's MNIST examples, on the TensorFlow, JAX or PyTorch backend.
 
 A keras.Sequential model, model.compile(...), model.fit(...) and model.evaluate(...), as in
-keras.io's mnist_convnet. The backend is the variant: the harness sets KERAS_BACKEND from
-`variant_env` before this module (and so Keras) is imported, in the cell's own process.
+keras.io's mnist_convnet: the MLP, the CNN and the LSTM (keras.layers.LSTM over the image's rows)
+are Sequential stacks; the ViT is a functional model, as keras.io's Transformer examples write
+them: a stride-7 Conv2D for the patches, a small layer for the class token and positions, and
+encoder-block layers of LayerNormalization, MultiHeadAttention and exact GELU. The backend is the variant:
+the harness sets KERAS_BACKEND from `variant_env` before this module (and so Keras) is imported, in
+the cell's own process.
+
+Every Keras variable holds its canonical tensor as it is, but MultiHeadAttention's kernels, which
+are the canonical (D, D) ones reshaped per head: set_params and get_params reshape them.
 
 The harness owns the batch order, so each epoch fits on the training arrays gathered in
 that order with shuffle=False: Keras then takes the batches exactly as the harness chose them.
@@ -38,11 +45,12 @@ import numpy as np  # noqa: E402
 
 from harness.adapter import Adapter, DeviceUnavailable, Unsupported, hidden_pool
 from harness.models import CLASSES, IMAGE_SHAPE, ModelSpec, OptimizerSpec
+from harness.models.transformer import POSITION_STD
 
 
-def build_model(spec: ModelSpec) -> keras.Sequential:
-    """The spec as a Sequential model; layers with weights carry the canonical prefixes as names."""
-    layers: list = [keras.Input(shape=IMAGE_SHAPE)]
+def feedforward(spec: ModelSpec) -> list:
+    """The MLP's or the CNN's layers; layers with weights carry the canonical prefixes as names."""
+    layers: list = []
     if spec.name == "mlp":
         layers.append(keras.layers.Flatten())
         hidden = spec.hidden
@@ -53,10 +61,120 @@ def build_model(spec: ModelSpec) -> keras.Sequential:
         layers.append(keras.layers.Flatten())
         hidden = (spec.dense,)
     layers += [keras.layers.Dense(size, activation="relu", name=f"dense{i}") for i, size in enumerate(hidden)]
-    if spec.dropout > 0:
-        layers.append(keras.layers.Dropout(spec.dropout))
-    layers.append(keras.layers.Dense(CLASSES, name=f"dense{len(hidden)}"))
-    return keras.Sequential(layers)
+    return layers + classifier(spec, f"dense{len(hidden)}")
+
+
+def recurrent(spec: ModelSpec) -> list:
+    """The 28 rows as 28 steps of keras.layers.LSTM, its last hidden state -> dropout -> dense 10.
+
+    Its fused kernel (28, 4H), recurrent_kernel (H, 4H) and single bias (4H) are the canonical tensors, in
+    the same gate order (Keras's i, f, c, o: c is the cell candidate, the spec's g), so they cross the boundary
+    unchanged. unit_forget_bias (the default) only initialises the bias, which set_params then overwrites; the
+    backends' fused kernels with two biases (cuDNN on TensorFlow and JAX GPUs, PyTorch's LSTM on CUDA) get this
+    one and zeros.
+    """
+    rows = keras.layers.Reshape(IMAGE_SHAPE[:2])  # (N, 28, 28, 1) -> (N, steps, features)
+    return [rows, keras.layers.LSTM(spec.hidden, name="lstm"), *classifier(spec, "classifier")]
+
+
+def classifier(spec: ModelSpec, name: str) -> list:
+    """Dropout (skipped at rate 0), then the dense layer to the classes."""
+    dropout = [keras.layers.Dropout(spec.dropout)] if spec.dropout > 0 else []
+    return [*dropout, keras.layers.Dense(CLASSES, name=name)]
+
+
+class ClassTokenAndPosition(keras.layers.Layer):
+    """Puts the learned class token before the patch tokens and adds every token's learned position."""
+
+    def __init__(self, tokens: int, width: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.class_token = self.add_weight(shape=(width,), initializer="zeros", name="class_token")
+        self.position = self.add_weight(shape=(tokens, width), name="position",
+                                        initializer=keras.initializers.RandomNormal(stddev=POSITION_STD))
+
+    def call(self, patches):
+        batch, _, width = keras.ops.shape(patches)
+        class_tokens = keras.ops.broadcast_to(self.class_token, (batch, 1, width))
+        return keras.ops.concatenate([class_tokens, patches], axis=1) + self.position
+
+
+class EncoderBlock(keras.layers.Layer):
+    """x + attention(LN1(x)), then + MLP(LN2(x)) with exact GELU: a pre-norm Transformer encoder block."""
+
+    def __init__(self, spec: ModelSpec, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.norm1 = keras.layers.LayerNormalization(epsilon=spec.epsilon)
+        self.attention = keras.layers.MultiHeadAttention(num_heads=spec.heads, key_dim=spec.head_width,
+                                                         use_bias=False)
+        self.norm2 = keras.layers.LayerNormalization(epsilon=spec.epsilon)
+        self.mlp0 = keras.layers.Dense(spec.mlp)
+        self.mlp1 = keras.layers.Dense(spec.width)
+
+    def call(self, x):
+        normed = self.norm1(x)
+        x = x + self.attention(normed, normed)
+        return x + self.mlp1(keras.activations.gelu(self.mlp0(self.norm2(x)), approximate=False))
+
+
+def vision_transformer(spec: ModelSpec) -> keras.Model:
+    """A functional model: 7x7 patches by a stride-7 Conv2D (its HWIO kernel is the canonical one, its output grid
+    flattened row-major the canonical token order) -> class token and positions -> encoder blocks -> the class
+    token -> LayerNormalization -> dropout -> dense 10."""
+    images = keras.Input(shape=IMAGE_SHAPE)
+    patches = keras.layers.Conv2D(spec.width, spec.patch, strides=spec.patch, name="patch")(images)
+    x = ClassTokenAndPosition(spec.tokens, spec.width, name="embedding")(
+        keras.layers.Reshape((spec.patches, spec.width))(patches))
+    for b in range(spec.depth):
+        x = EncoderBlock(spec, name=f"block{b}")(x)
+    x = keras.layers.LayerNormalization(epsilon=spec.epsilon, name="norm")(x[:, 0])
+    for layer in classifier(spec, "classifier"):
+        x = layer(x)
+    return keras.Model(images, x)
+
+
+def build_model(spec: ModelSpec) -> keras.Model:
+    """The spec as a Keras model: a Sequential stack, or the ViT as a functional model."""
+    if spec.name == "vit":
+        return vision_transformer(spec)
+    return keras.Sequential([keras.Input(shape=IMAGE_SHAPE), *(recurrent if spec.name == "rnn" else feedforward)(spec)])
+
+
+def keras_variables(net: keras.Model, spec: ModelSpec) -> dict[str, keras.Variable]:
+    """Canonical name -> the Keras variable that holds it, in the canonical order.
+
+    Every variable has the canonical layout, up to a reshape in MultiHeadAttention: its query, key and value
+    kernels are (D, heads, d), the canonical (D, D) with the output columns split head by head, and its output
+    kernel (heads, d, D), the rows split the same way.
+    """
+    def dense(prefix: str, layer) -> dict:
+        return {f"{prefix}.kernel": layer.kernel, f"{prefix}.bias": layer.bias}
+
+    def norm(prefix: str, layer) -> dict:
+        return {f"{prefix}.scale": layer.gamma, f"{prefix}.bias": layer.beta}
+
+    if spec.name in ("mlp", "cnn"):
+        found = {}
+        for prefix, _ in spec.layers:
+            found |= dense(prefix, net.get_layer(prefix))
+    elif spec.name == "rnn":
+        cell = net.get_layer("lstm").cell
+        found = {"lstm.kernel": cell.kernel, "lstm.recurrent_kernel": cell.recurrent_kernel, "lstm.bias": cell.bias}
+        found |= dense("classifier", net.get_layer("classifier"))
+    else:
+        embedding = net.get_layer("embedding")
+        found = dense("patch", net.get_layer("patch"))
+        found |= {"embedding.class_token": embedding.class_token, "embedding.position": embedding.position}
+        for b in range(spec.depth):
+            block = net.get_layer(f"block{b}")
+            attention = block.attention
+            found |= norm(f"block{b}.norm1", block.norm1)
+            found |= {f"block{b}.{name}.kernel": getattr(attention, f"{name}_dense").kernel
+                      for name in ("query", "key", "value")}
+            found[f"block{b}.out.kernel"] = attention.output_dense.kernel
+            found |= norm(f"block{b}.norm2", block.norm2) | dense(f"block{b}.mlp0", block.mlp0)
+            found |= dense(f"block{b}.mlp1", block.mlp1)
+        found |= norm("norm", net.get_layer("norm")) | dense("classifier", net.get_layer("classifier"))
+    return {name: found[name] for name in spec.param_shapes}
 
 
 def learning_rate(spec: OptimizerSpec):
@@ -64,7 +182,7 @@ def learning_rate(spec: OptimizerSpec):
     warm-up; a constant rate stays a number."""
     schedules = keras.optimizers.schedules
     if spec.per_step:
-        return schedules.CosineDecay(spec.lr * spec.lr_start, spec.total_steps - spec.warmup_steps,
+        return schedules.CosineDecay(spec.lr * spec.lr_start, spec.schedule_steps - spec.warmup_steps,
                                      alpha=spec.lr_end, warmup_target=spec.lr, warmup_steps=spec.warmup_steps)
     if spec.decays:
         return schedules.ExponentialDecay(spec.lr, spec.steps_per_epoch, spec.lr_decay, staircase=True)
@@ -124,7 +242,8 @@ def default_steps_per_execution(backend: str) -> int:
 
 
 class KerasAdapter(Adapter):
-    """Keras 3 Sequential models, compiled and fitted as keras.io does, on the backend the variant names.
+    """Keras 3 Sequential (and, for the ViT, functional) models, compiled and fitted as keras.io does, on the
+    backend the variant names.
 
     Dropout (keras.layers.Dropout before the last dense layer) is seeded by keras.utils.set_random_seed.
     """
@@ -133,6 +252,7 @@ class KerasAdapter(Adapter):
     extra = "keras"
     modules = ("keras",)
     variants = ("tensorflow", "jax", "torch")
+    models = ("mlp", "cnn", "rnn", "vit")
     devices = ("cpu", "gpu")
     variant_env = {
         "tensorflow": {"KERAS_BACKEND": "tensorflow"},
@@ -160,24 +280,16 @@ class KerasAdapter(Adapter):
             self.evaluator = keras.Model(self.net.inputs, self.net.outputs)  # the same layers and weights
             self.evaluator.compile(loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
 
-    def _layers(self) -> dict[str, keras.layers.Layer]:
-        return {prefix: self.net.get_layer(prefix) for prefix, _ in self.model.layers}
-
     def set_params(self, params: dict[str, np.ndarray]) -> None:
-        for prefix, layer in self._layers().items():
-            for kind in ("kernel", "bias"):
-                variable = getattr(layer, kind)
-                value = np.asarray(params[f"{prefix}.{kind}"], np.float32)
-                if value.shape != tuple(variable.shape):
-                    raise ValueError(f"{prefix}.{kind} has shape {value.shape}, expected {tuple(variable.shape)}")
-                variable.assign(value)
+        for name, variable in keras_variables(self.net, self.model).items():
+            value = np.asarray(params[name], np.float32)
+            if value.shape != self.model.param_shapes[name]:
+                raise ValueError(f"{name} has shape {value.shape}, expected {self.model.param_shapes[name]}")
+            variable.assign(value.reshape(variable.shape))
 
     def get_params(self) -> dict[str, np.ndarray]:
-        return {
-            f"{prefix}.{kind}": np.asarray(keras.ops.convert_to_numpy(getattr(layer, kind)), np.float32)
-            for prefix, layer in self._layers().items()
-            for kind in ("kernel", "bias")
-        }
+        return {name: np.array(keras.ops.convert_to_numpy(variable), np.float32).reshape(self.model.param_shapes[name])
+                for name, variable in keras_variables(self.net, self.model).items()}  # copies, never views
 
     def load_data(self, x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray) -> None:
         """Keras feeds the arrays to its backend batch by batch, as every keras.io example does."""

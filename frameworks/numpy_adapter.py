@@ -1,4 +1,4 @@
-"""The NumPy adapter: both models written out by hand, forward and backward, as the teaching reference.
+"""The NumPy adapter: every model written out by hand, forward and backward, as the teaching reference.
 
 Every layer is a pair of short functions (forward, backward) over an array module `xp`:
 numpy on the CPU, or cupy on a GPU (the "cupy" variant), with the same code for both.
@@ -10,6 +10,9 @@ followed by ONE matrix product per batch; its input gradient is col2im, the tran
 All parameters live in one flat vector (and so do their gradients), each layer's kernel
 and bias being views into it, so the optimizer updates the whole model in a handful of
 vectorised in-place operations.
+
+The MLP's and the CNN's layers are below; the LSTM's and the Vision Transformer's, in the same
+style, are in frameworks/numpy_layers/ (its __init__ says in which order to read them).
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import os
 
 import numpy as np
 
+from frameworks.numpy_layers import NETWORKS
 from harness.adapter import ADAM_EPSILON_FORMS, SGD_MOMENTUM_FORMS, Adapter, DeviceUnavailable, Unsupported
 from harness.models import OptimizerSpec
+from harness.models.operations import FIRST_TRANSPOSED, SECOND_TRANSPOSED
 
 # ---------------------------------------------------------------------------------------------
 # Layers: forward returns what backward needs; backward writes parameter gradients in place
@@ -367,14 +372,19 @@ def blas_name() -> str:
 
 
 class NumpyAdapter(Adapter):
-    """MLP and CNN in plain NumPy (or CuPy), forward and backward by hand.
+    """Every model in plain NumPy (or CuPy), forward and backward by hand.
 
     MLP: dense + ReLU per hidden layer -> dropout -> dense 10.
-    CNN: [conv 3x3 -> ReLU -> maxpool 2x2] per channel count -> flatten (NHWC) -> dense + ReLU
+    CNN: [conv kxk -> ReLU -> maxpool 2x2] per channel count -> flatten (NHWC) -> dense + ReLU
     -> dropout -> dense 10.
-    Dropout sits at one position in both models: right before the final dense layer (after the
-    last hidden ReLU). It is inverted dropout at ModelSpec.dropout, off in evaluate, and skipped
-    entirely at rate 0; its masks come from default_rng(seed).
+    RNN: the 28 rows through an LSTM -> the last hidden state -> dropout -> dense 10.
+    ViT: 7x7 patches -> class token and positions -> pre-norm encoder blocks -> layer norm of the class
+    token -> dropout -> dense 10.
+    (The RNN and the ViT are frameworks/numpy_layers/'s networks, run as self.network.)
+    Dropout sits at one position in every model: right before the final dense layer (after the
+    last hidden ReLU, the LSTM's last state, the ViT's normed class token). It is inverted dropout
+    at ModelSpec.dropout, off in evaluate, and skipped entirely at rate 0; its masks come from
+    default_rng(seed).
 
     Each conv block is computed as conv -> maxpool -> + bias -> ReLU: max commutes with adding a
     per-channel constant and with ReLU (both monotonic), so values and gradients are those of
@@ -389,6 +399,7 @@ class NumpyAdapter(Adapter):
     devices = ("cpu", "gpu")
     variant_devices = {"numpy": ("cpu",), "cupy": ("gpu",)}
     variant_modules = {"cupy": ("cupy",)}
+    models = ("mlp", "cnn", "rnn", "vit")
 
     def build(self) -> None:
         if (self.variant == "cupy") != (self.device == "gpu"):
@@ -400,8 +411,10 @@ class NumpyAdapter(Adapter):
             self._blas_limits = limit_blas_threads(self.threads)  # kept: it holds the limit
             keep_freed_memory_for_reuse()
         self.rng = self.xp.random.default_rng(self.seed)
-        self.conv_layers = [prefix for prefix, _ in self.model.layers if prefix.startswith("conv")]
-        self.dense_layers = [prefix for prefix, _ in self.model.layers if prefix.startswith("dense")]
+        self.network = NETWORKS[self.model.name](self.model, self.xp) if self.model.name in NETWORKS else None
+        layers = [] if self.network else self.model.layers  # the MLP's and CNN's, run by forward below
+        self.conv_layers = [prefix for prefix, _ in layers if prefix.startswith("conv")]
+        self.dense_layers = [prefix for prefix, _ in layers if prefix.startswith("dense")]
         shapes = self.model.param_shapes
         self.flat_params = self.xp.zeros(self.model.param_count, self.dtype)
         self.flat_grads = self.xp.zeros(self.model.param_count, self.dtype)
@@ -439,6 +452,8 @@ class NumpyAdapter(Adapter):
 
     def forward(self, x, train: bool):
         """Logits, and per layer what its backward needs (`saved`)."""
+        if self.network:
+            return self.network.forward(x, self.params, self._dropout_mask if train else None)
         xp, p, saved = self.xp, self.params, {}
         h = x
         for name in self.conv_layers:
@@ -460,6 +475,8 @@ class NumpyAdapter(Adapter):
 
     def backward(self, dlogits, saved) -> None:
         """Fill self.grads (views into self.flat_grads) from the loss gradient and the saved values."""
+        if self.network:
+            return self.network.backward(dlogits, saved, self.params, self.grads)
         xp, p, g = self.xp, self.params, self.grads
         dh = dlogits
         for index in reversed(range(len(self.dense_layers))):
@@ -483,6 +500,10 @@ class NumpyAdapter(Adapter):
                 return
             dh = conv_input_gradient(dz, p[f"{name}.kernel"], x_in.shape, xp)
             relu_backward_(dh, x_in)  # the input of every block but the first is a ReLU output
+
+    def _dropout_mask(self, shape: tuple[int, ...]):
+        """A fresh dropout mask for the networks of frameworks/numpy_layers, or None at rate 0 (nothing drawn)."""
+        return dropout_mask(self.rng, shape, self.model.dropout, self.dtype) if self.model.dropout > 0 else None
 
     def _loss_and_backward(self, x, y, train: bool):
         logits, saved = self.forward(x, train)
@@ -562,9 +583,9 @@ class NumpyAdapter(Adapter):
 
     @staticmethod
     def op_probe(device: str, operation: dict, threads: int):
-        """One step operation as train_epoch runs it: a product in numpy's BLAS; a convolution as im2col and
-        one GEMM, its weight gradient as the GEMM over the patches the forward pass kept, its input gradient
-        as the batched product and col2im."""
+        """One step operation as train_epoch runs it: a product (or a stack of them) in numpy's BLAS; a
+        convolution as im2col and one GEMM, its weight gradient as the GEMM over the patches the forward pass
+        kept, its input gradient as the batched product and col2im."""
         from harness.execute.probes import operands
 
         xp = array_module(device)
@@ -572,10 +593,10 @@ class NumpyAdapter(Adapter):
             limit_blas_threads(threads)
         given = {name: xp.asarray(value) for name, value in operands(operation).items()}
         role = operation["role"]
-        if operation["kind"] == "matmul":
-            a = given["a"].T if role == "weight gradient" else given["a"]
-            b = given["b"].T if role == "input gradient" else given["b"]
-            out = xp.empty((a.shape[0], b.shape[1]), np.float32)
+        if operation["kind"] in ("matmul", "bmm"):  # bmm: a stack of products, as attention's per sample and head
+            a = given["a"].swapaxes(-1, -2) if role in FIRST_TRANSPOSED else given["a"]
+            b = given["b"].swapaxes(-1, -2) if role in SECOND_TRANSPOSED else given["b"]
+            out = xp.empty((*a.shape[:-1], b.shape[-1]), np.float32)
             work = lambda: xp.matmul(a, b, out=out)  # noqa: E731
         elif role == "forward":
             work = lambda: conv_forward(given["x"], given["w"], xp)[0]  # noqa: E731

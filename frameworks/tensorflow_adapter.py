@@ -6,7 +6,7 @@ docs/adding-an-adapter.md, has a complete minimal one):
      so `bench.py list` stays instant): the name, the pip extra that installs the framework,
      the modules it needs, its variants (each becomes its own results row), models, devices.
   2. build() sets the threads and seeds and builds the model from the ModelSpec
-     (harness/models.py) and the optimizer from the OptimizerSpec; it raises DeviceUnavailable
+     (harness/models/) and the optimizer from the OptimizerSpec; it raises DeviceUnavailable
      or Unsupported when it can't run.
   3. set_params / get_params translate the canonical parameters (names like "conv1.kernel";
      HWIO conv kernels, (in, out) dense kernels, NHWC flatten order) to and from the framework.
@@ -19,11 +19,16 @@ Then `python bench.py parity --frameworks <name>` and `pytest tests/test_conform
 Here: a tf.Module holding tf.Variables, the forward pass in tf.nn ops, tf.GradientTape, and the
 optimizer update written with TF ops, all in one tf.function train step. Variants: `function`
 (TensorFlow's graph executor) and `xla` (the same step compiled with jit_compile=True).
-TensorFlow is NHWC/HWIO and (in, out) already, so no layout conversion is needed.
+The models: the MLP and CNN from tf.nn layers; the LSTM's step written out and folded over the
+rows by tf.foldl; the ViT's patches as a stride-7 tf.nn.conv2d, attention from tf.linalg.matmul
+and tf.nn.softmax, layer norm from tf.nn.moments, tf.nn.gelu(approximate=False).
+TensorFlow is NHWC/HWIO and (in, out) already, and the ops read the canonical tensors as they are
+(the LSTM's fused gate columns, attention's heads side by side), so no layout conversion is needed.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -31,10 +36,12 @@ import tensorflow as tf
 
 from harness.adapter import Adapter, DeviceUnavailable
 from harness.models import ModelSpec, OptimizerSpec
+from harness.models.operations import FIRST_TRANSPOSED, SECOND_TRANSPOSED
+from harness.models.recurrent import FEATURES, STEPS
 
 
 class Model(tf.Module):
-    """The ModelSpec's layers as variables named after the canonical parameters."""
+    """The ModelSpec's parameters as variables named after the canonical ones, and the dropout before the classifier."""
 
     def __init__(self, spec: ModelSpec, seed: int) -> None:
         super().__init__()
@@ -42,20 +49,108 @@ class Model(tf.Module):
         self.params = {name: tf.Variable(tf.zeros(shape), name=name) for name, shape in spec.param_shapes.items()}
         self.dropout_seed = tf.Variable([seed, 0], dtype=tf.int64, trainable=False)  # advanced every call
 
+    def dropout(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        if not (training and self.spec.dropout > 0):
+            return x
+        self.dropout_seed.assign_add([0, 1])
+        # Philox, named: the default lets XLA:CPU pick ThreeFry, which made the xla MLP 6x slower here.
+        return tf.nn.experimental.stateless_dropout(x, self.spec.dropout, seed=self.dropout_seed, rng_alg="philox")
+
+    def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        raise NotImplementedError  # each model's forward pass
+
+
+class FeedForward(Model):
+    """mlp and cnn: [conv -> ReLU -> max pool]..., flatten (NHWC: the canonical order), dense ReLU..., dense 10."""
+
     def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
         p = self.params
         for i in range(len(self.spec.channels) if self.spec.name == "cnn" else 0):
             x = tf.nn.relu(tf.nn.conv2d(x, p[f"conv{i}.kernel"], strides=1, padding="VALID") + p[f"conv{i}.bias"])
             x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
-        x = tf.reshape(x, [tf.shape(x)[0], -1])  # NHWC flatten: the canonical order
+        x = tf.reshape(x, [tf.shape(x)[0], -1])
         dense = [name[: -len(".kernel")] for name in p if name.startswith("dense") and name.endswith(".kernel")]
         for name in dense[:-1]:
             x = tf.nn.relu(x @ p[f"{name}.kernel"] + p[f"{name}.bias"])
-        if training and self.spec.dropout > 0:
-            self.dropout_seed.assign_add([0, 1])
-            # Philox, named: the default lets XLA:CPU pick ThreeFry, which made the xla MLP 6x slower here.
-            x = tf.nn.experimental.stateless_dropout(x, self.spec.dropout, seed=self.dropout_seed, rng_alg="philox")
-        return x @ p[f"{dense[-1]}.kernel"] + p[f"{dense[-1]}.bias"]
+        return self.dropout(x, training) @ p[f"{dense[-1]}.kernel"] + p[f"{dense[-1]}.bias"]
+
+
+class Lstm(Model):
+    """rnn: the 28 rows as 28 LSTM steps, the last hidden state -> dropout -> dense 10.
+
+    TensorFlow's core has no LSTM layer (it is Keras's); its fused op, tf.raw_ops.BlockLSTM, has its own gate
+    order (i, c, f, o), a forget-bias constant and no XLA kernel. So the step is written out, as the spec
+    states it, with one fused (N, 4H) gate product per step, and tf.foldl folds it over the rows: a while
+    loop, with gradients, that the graph executor and XLA both run.
+    """
+
+    def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        p, hidden = self.params, self.spec.hidden
+        rows = tf.transpose(tf.reshape(x, [-1, STEPS, FEATURES]), [1, 0, 2])  # time first: (28, N, 28)
+        projected = dense(rows, p["lstm.kernel"], p["lstm.bias"])  # every step's input projection at once
+
+        def step(state: tuple[tf.Tensor, tf.Tensor], z_input: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            h, c = state
+            i, f, g, o = tf.split(z_input + h @ p["lstm.recurrent_kernel"], 4, axis=1)  # the canonical gate order
+            c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+            return tf.sigmoid(o) * tf.tanh(c), c
+
+        zeros = tf.zeros([tf.shape(x)[0], hidden])
+        h, _ = tf.foldl(step, projected, initializer=(zeros, zeros))
+        return self.dropout(h, training) @ p["classifier.kernel"] + p["classifier.bias"]
+
+
+class VisionTransformer(Model):
+    """vit: patches by a stride-p convolution (the canonical HWIO kernel; its output grid flattened row-major is the
+    token order) -> [class token; patches] + positions -> pre-norm encoder blocks -> layer norm of the class token
+    -> dropout -> dense 10."""
+
+    def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        p, spec = self.params, self.spec
+        batch = tf.shape(x)[0]
+        patches = tf.nn.conv2d(x, p["patch.kernel"], strides=spec.patch, padding="VALID") + p["patch.bias"]
+        class_tokens = tf.broadcast_to(p["embedding.class_token"], [batch, 1, spec.width])
+        tokens = tf.concat([class_tokens, tf.reshape(patches, [batch, spec.patches, spec.width])], axis=1)
+        tokens = tokens + p["embedding.position"]
+        for b in range(spec.depth):
+            tokens = self.block(tokens, f"block{b}.")
+        head = layer_norm(tokens[:, 0], p["norm.scale"], p["norm.bias"], spec.epsilon)
+        return self.dropout(head, training) @ p["classifier.kernel"] + p["classifier.bias"]
+
+    def block(self, x: tf.Tensor, prefix: str) -> tf.Tensor:
+        """x + attention(LN1(x)), then + mlp1(GELU(mlp0(LN2(x)))), GELU exact (erf)."""
+        p, epsilon = self.params, self.spec.epsilon
+        x = x + self.attention(layer_norm(x, p[f"{prefix}norm1.scale"], p[f"{prefix}norm1.bias"], epsilon), prefix)
+        normed = layer_norm(x, p[f"{prefix}norm2.scale"], p[f"{prefix}norm2.bias"], epsilon)
+        hidden = tf.nn.gelu(dense(normed, p[f"{prefix}mlp0.kernel"], p[f"{prefix}mlp0.bias"]), approximate=False)
+        return x + dense(hidden, p[f"{prefix}mlp1.kernel"], p[f"{prefix}mlp1.bias"])
+
+    def attention(self, x: tf.Tensor, prefix: str) -> tf.Tensor:
+        """Multi-head self-attention without biases: q, k and v as one product of the three kernels side by side,
+        softmax(q k^T / sqrt(d)) v per sample and head, the heads side by side (in order) -> the output kernel."""
+        p, heads, d = self.params, self.spec.heads, self.spec.head_width
+        kernels = tf.concat([p[f"{prefix}{name}.kernel"] for name in ("query", "key", "value")], axis=1)
+        qkv = tf.reshape(dense(x, kernels), [tf.shape(x)[0], -1, 3, heads, d])
+        q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))  # each (N, heads, T, d): head h's d columns
+        weights = tf.nn.softmax(tf.linalg.matmul(q, k, transpose_b=True) / math.sqrt(d))  # over the keys
+        mixed = tf.transpose(tf.linalg.matmul(weights, v), [0, 2, 1, 3])  # (N, T, heads, d)
+        return dense(tf.reshape(mixed, tf.shape(x)), p[f"{prefix}out.kernel"])
+
+
+def dense(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
+    """x @ kernel (+ bias) over the last axis of a batch of sequences, as one (N*T, in) @ (in, out) product."""
+    rows = tf.reshape(x, [-1, kernel.shape[0]]) @ kernel
+    rows = rows if bias is None else rows + bias
+    return tf.reshape(rows, tf.concat([tf.shape(x)[:-1], [kernel.shape[1]]], axis=0))
+
+
+def layer_norm(x: tf.Tensor, scale: tf.Tensor, bias: tf.Tensor, epsilon: float) -> tf.Tensor:
+    """(x - mean) / sqrt(var + epsilon) * scale + bias over the features (var biased)."""
+    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+    return tf.nn.batch_normalization(x, mean, variance, offset=bias, scale=scale, variance_epsilon=epsilon)
+
+
+MODELS = {"mlp": FeedForward, "cnn": FeedForward, "rnn": Lstm, "vit": VisionTransformer}
 
 
 class Optimizer(tf.Module):
@@ -71,7 +166,7 @@ class Optimizer(tf.Module):
         """OptimizerSpec.lr_at in TF ops: the epoch's stair, or the warm-up and cosine decay of this step."""
         s = self.spec
         if s.per_step:
-            warmup, total = float(s.warmup_steps), float(s.total_steps)
+            warmup, total = float(s.warmup_steps), float(s.schedule_steps)
             warming = s.lr * (s.lr_start + (1 - s.lr_start) * step / max(warmup, 1.0))
             progress = tf.minimum(step - warmup, total - warmup) / max(total - warmup, 1.0)
             decaying = s.lr * (s.lr_end + (1 - s.lr_end) * (1 + tf.cos(np.pi * progress)) / 2)
@@ -99,7 +194,8 @@ class Optimizer(tf.Module):
 
 
 class TensorflowAdapter(Adapter):
-    """tf.Module + tf.GradientTape + a tf.function train step (`xla`: compiled with jit_compile=True).
+    """tf.Module + tf.GradientTape + a tf.function train step (`xla`: compiled with jit_compile=True), for the
+    MLP, the CNN, the LSTM and the ViT.
 
     Dropout (before the last dense layer) uses stateless_dropout with a seed counter that starts
     at the cell's seed, so a seed fixes every mask.
@@ -110,12 +206,12 @@ class TensorflowAdapter(Adapter):
     modules = ("tensorflow",)
     variants = ("function", "xla")
     devices = ("cpu", "gpu")
-    models = ("mlp", "cnn")
+    models = ("mlp", "cnn", "rnn", "vit")
 
     def build(self) -> None:
         self.tf_device = self._device(self.device, self.threads)
         with tf.device(self.tf_device):
-            self.net = Model(self.model, self.seed)
+            self.net = MODELS[self.model.name](self.model, self.seed)
             self.variables = list(self.net.params.values())
             self.optimizer_state = Optimizer(self.optimizer, self.variables)
         compile_with_xla = self.variant == "xla"
@@ -218,10 +314,10 @@ class TensorflowAdapter(Adapter):
             given = {key: tf.constant(value) for key, value in operands(operation).items()}
         shapes = {key: tf.constant(value.shape.as_list()) for key, value in given.items()}
         role, strides = operation["role"], [1, 1, 1, 1]
-        if operation["kind"] == "matmul":
+        if operation["kind"] in ("matmul", "bmm"):  # bmm: attention's products, one per sample and head
             def work():
-                return tf.linalg.matmul(given["a"], given["b"], transpose_a=role == "weight gradient",
-                                        transpose_b=role == "input gradient")
+                return tf.linalg.matmul(given["a"], given["b"], transpose_a=role in FIRST_TRANSPOSED,
+                                        transpose_b=role in SECOND_TRANSPOSED)
         elif role == "forward":
             def work():
                 return tf.nn.conv2d(given["x"], given["w"], 1, "VALID")

@@ -1,4 +1,5 @@
-"""The PyTorch adapter: both models as nn.Sequential, trained with torch.optim and F.cross_entropy.
+"""The PyTorch adapter: the MLP and CNN as nn.Sequential, the LSTM (nn.LSTM) and the ViT (nn.MultiheadAttention
+in torchvision's pre-norm encoder block) as small modules, trained with torch.optim and F.cross_entropy.
 
 Written the way PyTorch's MNIST example is: a model module, an optimizer, and a train loop of
 zero_grad / forward / cross_entropy / backward / step. The `compile` variant runs the same
@@ -11,7 +12,9 @@ Layouts are converted at the boundary only: canonical HWIO conv kernels and (in,
 kernels become PyTorch's OIHW and (out, in) in set_params (and back in get_params), and the
 images go from NHWC to NCHW once in load_data. The canonical CNN flattens in NHWC order, PyTorch
 in NCHW order, so the rows of the first dense kernel are permuted at the boundary too, and the
-forward pass stays an ordinary flatten.
+forward pass stays an ordinary flatten. The LSTM's and the ViT's tensors cross it through `Link`s:
+nn.LSTM's two biases hold the canonical one and zeros (frozen), nn.MultiheadAttention's fused
+in_proj_weight the query, key and value kernels, and the patch projection is a stride-7 Conv2d.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import re
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,6 +32,7 @@ from torch import nn
 
 from harness.adapter import Adapter, DeviceUnavailable, Unsupported
 from harness.models import CLASSES, IMAGE_SHAPE, ModelSpec, OptimizerSpec
+from harness.models.operations import FIRST_TRANSPOSED, SECOND_TRANSPOSED
 
 # ---------------------------------------------------------------------------------------------
 # The models
@@ -52,7 +58,7 @@ def mlp(spec: ModelSpec) -> nn.Sequential:
 
 
 def cnn(spec: ModelSpec) -> nn.Sequential:
-    """[conv 3x3 -> ReLU -> maxpool 2x2] per channel count -> flatten -> dense ReLU -> dropout -> dense 10."""
+    """[conv kxk -> ReLU -> maxpool 2x2] per channel count -> flatten -> dense ReLU -> dropout -> dense 10."""
     layers, in_channels = OrderedDict(), IMAGE_SHAPE[2]
     for i, (out_channels, k) in enumerate(zip(spec.channels, spec.kernel_sizes)):
         layers[f"conv{i}"] = nn.Conv2d(in_channels, out_channels, k)
@@ -63,6 +69,69 @@ def cnn(spec: ModelSpec) -> nn.Sequential:
     side, _ = spec.feature_map_side(len(spec.channels))
     head(layers, side * side * in_channels, (spec.dense,), spec.dropout)
     return nn.Sequential(layers)
+
+
+class LstmClassifier(nn.Module):
+    """The 28 rows of an image as 28 steps of nn.LSTM (batch_first), the last hidden state -> dropout -> dense 10.
+
+    nn.LSTM adds two biases, b_ih + b_hh (cuDNN's form); the canonical LSTM has one. b_hh is kept at zero and
+    out of training (requires_grad off, and so out of the optimizer), so that b_ih alone is the bias and
+    moves at the canonical rate (two trained copies would move their sum at twice it). torch.compile leaves
+    nn.LSTM untraced by default (torch._dynamo.config.allow_rnn = False): the compile variant runs it eagerly,
+    as a user's compiled step would.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(IMAGE_SHAPE[1], spec.hidden, batch_first=True)
+        self.lstm.bias_hh_l0.requires_grad_(False)
+        self.dropout = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
+        self.classifier = nn.Linear(spec.hidden, CLASSES)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        rows = images.reshape(len(images), IMAGE_SHAPE[0], IMAGE_SHAPE[1])  # NCHW with C = 1: (N, steps, features)
+        _, (h, _) = self.lstm(rows)
+        return self.classifier(self.dropout(h[-1]))
+
+
+class EncoderBlock(nn.Module):
+    """x + attention(LN1(x)), then + MLP(LN2(x)): torchvision's ViT EncoderBlock, without attention's biases."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(spec.width, eps=spec.epsilon)
+        self.attention = nn.MultiheadAttention(spec.width, spec.heads, bias=False, batch_first=True)
+        self.norm2 = nn.LayerNorm(spec.width, eps=spec.epsilon)
+        self.mlp = nn.Sequential(OrderedDict(mlp0=nn.Linear(spec.width, spec.mlp), gelu=nn.GELU(approximate="none"),
+                                             mlp1=nn.Linear(spec.mlp, spec.width)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = self.norm1(x)
+        x = x + self.attention(normed, normed, normed, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(nn.Module):
+    """7x7 patches by a stride-7 Conv2d -> [class token; patches] + positions -> encoder blocks -> LayerNorm of the
+    class token -> dropout -> dense 10."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(IMAGE_SHAPE[2], spec.width, spec.patch, stride=spec.patch)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, spec.width))
+        self.position = nn.Parameter(torch.zeros(1, spec.tokens, spec.width))
+        self.blocks = nn.Sequential(*(EncoderBlock(spec) for _ in range(spec.depth)))
+        self.norm = nn.LayerNorm(spec.width, eps=spec.epsilon)
+        self.dropout = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
+        self.classifier = nn.Linear(spec.width, CLASSES)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        patches = self.patch(images).flatten(2).transpose(1, 2)  # (N, D, 4, 4) -> (N, 16, D): the grid row-major
+        tokens = torch.cat([self.class_token.expand(len(images), -1, -1), patches], dim=1) + self.position
+        return self.classifier(self.dropout(self.norm(self.blocks(tokens)[:, 0])))
+
+
+NETWORKS = {"mlp": mlp, "cnn": cnn, "rnn": LstmClassifier, "vit": VisionTransformer}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,6 +177,64 @@ def torch_name(canonical: str) -> str:
     return canonical.replace(".kernel", ".weight")
 
 
+@dataclass(frozen=True)
+class Link:
+    """Canonical tensors <-> PyTorch state tensors, for the LSTM and the ViT, whose layouts are not one to one:
+    to_torch takes the canonical values and returns the PyTorch ones, to_canonical the reverse."""
+
+    canonical: tuple[str, ...]
+    torch: tuple[str, ...]
+    to_torch: Callable[..., tuple[np.ndarray, ...]]
+    to_canonical: Callable[..., tuple[np.ndarray, ...]]
+
+
+def same(canonical: str, name: str) -> Link:
+    """A tensor PyTorch holds as the spec does (a bias, a layer norm's scale)."""
+    return Link((canonical,), (name,), lambda v: (v,), lambda v: (v,))
+
+
+def dense(canonical: str, name: str) -> Link:
+    """An (in, out) kernel as PyTorch's (out, in) weight."""
+    return Link((canonical,), (name,), lambda k: (k.T,), lambda w: (w.T,))
+
+
+def rnn_links(spec: ModelSpec) -> list[Link]:
+    """weight_ih_l0 = kernel^T, weight_hh_l0 = recurrent_kernel^T (the same gate order i, f, g, o), bias_ih_l0 the
+    bias and bias_hh_l0 zeros (read back as their sum)."""
+    return [dense("lstm.kernel", "lstm.weight_ih_l0"), dense("lstm.recurrent_kernel", "lstm.weight_hh_l0"),
+            Link(("lstm.bias",), ("lstm.bias_ih_l0", "lstm.bias_hh_l0"), lambda b: (b, np.zeros_like(b)),
+                 lambda ih, hh: (ih + hh,)),
+            dense("classifier.kernel", "classifier.weight"), same("classifier.bias", "classifier.bias")]
+
+
+def vit_links(spec: ModelSpec) -> list[Link]:
+    """The patch kernel HWIO -> OIHW; the class token (D,) as (1, 1, D) and the positions (T, D) as (1, T, D),
+    broadcast over the batch; per block the query, key and value kernels transposed and stacked into
+    in_proj_weight (3D, D), whose row blocks q, k, v each hold the heads in order; every dense kernel transposed."""
+    links = [Link(("patch.kernel",), ("patch.weight",), lambda k: (k.transpose(3, 2, 0, 1),),
+                  lambda w: (w.transpose(2, 3, 1, 0),)),
+             same("patch.bias", "patch.bias"),
+             Link(("embedding.class_token",), ("class_token",), lambda v: (v.reshape(1, 1, -1),),
+                  lambda v: (v.reshape(-1),)),
+             Link(("embedding.position",), ("position",), lambda v: (v[None],), lambda v: (v[0],))]
+    for b in range(spec.depth):
+        ours, theirs = f"block{b}.", f"blocks.{b}."
+        qkv = tuple(f"{ours}{name}.kernel" for name in ("query", "key", "value"))
+        links += [same(f"{ours}norm1.scale", f"{theirs}norm1.weight"), same(f"{ours}norm1.bias", f"{theirs}norm1.bias"),
+                  Link(qkv, (f"{theirs}attention.in_proj_weight",), lambda q, k, v: (np.concatenate([q.T, k.T, v.T]),),
+                       lambda w: tuple(part.T for part in np.split(w, 3))),
+                  dense(f"{ours}out.kernel", f"{theirs}attention.out_proj.weight"),
+                  same(f"{ours}norm2.scale", f"{theirs}norm2.weight"), same(f"{ours}norm2.bias", f"{theirs}norm2.bias")]
+        for layer in ("mlp0", "mlp1"):
+            links += [dense(f"{ours}{layer}.kernel", f"{theirs}mlp.{layer}.weight"),
+                      same(f"{ours}{layer}.bias", f"{theirs}mlp.{layer}.bias")]
+    return links + [same("norm.scale", "norm.weight"), same("norm.bias", "norm.bias"),
+                    dense("classifier.kernel", "classifier.weight"), same("classifier.bias", "classifier.bias")]
+
+
+LINKS = {"rnn": rnn_links, "vit": vit_links}
+
+
 # ---------------------------------------------------------------------------------------------
 # Optimizer, device, threads
 # ---------------------------------------------------------------------------------------------
@@ -128,9 +255,9 @@ def make_optimizer(spec: OptimizerSpec, params) -> torch.optim.Optimizer:
 
 
 def make_schedule(spec: OptimizerSpec, optimizer: torch.optim.Optimizer):
-    """The harness's rate for every step (OptimizerSpec.lr_at: a per-epoch decay or a warm-up and cosine decay)
-    as a LambdaLR, stepped after each optimizer step; None for a constant rate."""
-    if not spec.decays:
+    """A per-step rate (OptimizerSpec.lr_at's warm-up and cosine decay) as a LambdaLR, stepped after each
+    optimizer step; None otherwise (a per-epoch decay is set once a call, which costs no Python per step)."""
+    if not spec.per_step:
         return None
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: spec.lr_at(step) / spec.lr)
 
@@ -182,6 +309,17 @@ def cpu_backend(model: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def linear_operands(role: str, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dense layer's product as nn.Linear's autograd runs it, on its (out, in) weight `w`: forward x @ w.t(),
+    the weight gradient dy.t() @ x (the (out, in) gradient), the input gradient dy @ w. `a` and `b` come in the
+    canonical layout of harness.execute.probes.operands; the same values, stored as torch stores them."""
+    if role == "forward":  # b: the canonical (in, out) weight, stored (out, in)
+        return a, b.t().contiguous().t()
+    if role == "weight gradient":  # a: x stored (batch, in); b: dy (batch, out)
+        return b.t(), a
+    return a, b.t().contiguous()  # input gradient: b stored (in, out) is w.t(); w itself is (out, in)
+
+
 class TorchAdapter(Adapter):
     """MLP and CNN as nn.Sequential; eager, or torch.compile'd (Inductor) train and eval steps.
 
@@ -197,7 +335,7 @@ class TorchAdapter(Adapter):
     modules = ("torch",)
     variants = ("eager", "compile")
     devices = ("cpu", "gpu")
-    models = ("mlp", "cnn")
+    models = ("mlp", "cnn", "rnn", "vit")
     accepts = {"channels_last": "bool"}
     # Inductor caches compiled graphs on disk across processes: without this, a cell's first epoch
     # would include a full compile or almost none, depending on what ran before it.
@@ -211,10 +349,13 @@ class TorchAdapter(Adapter):
         channels_last = self.options.get("channels_last", self.model.name == "cnn")
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.feature_map = flattened_feature_map(self.model)
-        self.net = (mlp if self.model.name == "mlp" else cnn)(self.model)
+        self.links = LINKS[self.model.name](self.model) if self.model.name in LINKS else None
+        self.net = NETWORKS[self.model.name](self.model)
         self.net.to(self.torch_device, memory_format=self.memory_format)
-        self.optimizer_state = make_optimizer(self.optimizer, self.net.parameters())
+        trained = [p for p in self.net.parameters() if p.requires_grad]  # not the LSTM's b_hh, held at zero
+        self.optimizer_state = make_optimizer(self.optimizer, trained)
         self.schedule = make_schedule(self.optimizer, self.optimizer_state)
+        self.steps_done = 0
         self.train_step, self.eval_step = self._train_step, self._eval_step
         if self.variant == "compile":
             # Every adapter compiles afresh, as in a cell's own process: parity builds several in one, and
@@ -228,20 +369,35 @@ class TorchAdapter(Adapter):
 
     def set_params(self, params: dict[str, np.ndarray]) -> None:
         state = self.net.state_dict()
+        for name, shape in self.model.param_shapes.items():
+            if np.shape(params[name]) != shape:
+                raise ValueError(f"{name} has shape {np.shape(params[name])}, expected {shape}")
         with torch.no_grad():
-            for name, shape in self.model.param_shapes.items():
-                value = np.asarray(params[name], np.float32)
-                if value.shape != shape:
-                    raise ValueError(f"{name} has shape {value.shape}, expected {shape}")
-                value = np.ascontiguousarray(to_torch(name, value, self.feature_map))
-                state[torch_name(name)].copy_(torch.from_numpy(value))
+            for name, value in self._torch_state(params).items():
+                state[name].copy_(torch.from_numpy(np.ascontiguousarray(value, np.float32)))
+
+    def _torch_state(self, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Canonical parameters as PyTorch's state: name by name, or through the model's links."""
+        if not self.links:
+            return {torch_name(name): to_torch(name, np.asarray(params[name], np.float32), self.feature_map)
+                    for name in self.model.param_shapes}
+        state = {}
+        for link in self.links:
+            state.update(zip(link.torch, link.to_torch(*(np.asarray(params[name], np.float32)
+                                                         for name in link.canonical))))
+        return state
 
     def get_params(self) -> dict[str, np.ndarray]:
         state = {name: value.detach().cpu().numpy() for name, value in self.net.state_dict().items()}
-        return {  # copies: on the CPU, .numpy() shares the live parameter's memory
-            name: np.array(to_canonical(name, state[torch_name(name)], self.feature_map), order="C")
-            for name in self.model.param_shapes
-        }
+        if self.links:
+            found = {}
+            for link in self.links:
+                found.update(zip(link.canonical, link.to_canonical(*(state[name] for name in link.torch))))
+        else:
+            found = {name: to_canonical(name, state[torch_name(name)], self.feature_map)
+                     for name in self.model.param_shapes}
+        # copies: on the CPU, .numpy() shares the live parameter's memory
+        return {name: np.array(found[name], order="C") for name in self.model.param_shapes}
 
     def load_data(self, x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray) -> None:
         self.x_train, self.y_train = self._images(x_train), self._labels(y_train)
@@ -272,11 +428,15 @@ class TorchAdapter(Adapter):
 
     def train_epoch(self, batches: np.ndarray) -> float:
         self.net.train()
+        if self.optimizer.decays and not self.schedule:  # the epoch's rate (a call is one epoch or part of one)
+            for group in self.optimizer_state.param_groups:
+                group["lr"].fill_(self.optimizer.lr_at(self.steps_done))
+        self.steps_done += len(batches)
         batches = torch.from_numpy(batches).to(self.torch_device, torch.int64)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.torch_device)
         for indices in batches:
             loss = self.train_step(self.x_train[indices], self.y_train[indices])
-            if self.schedule:
+            if self.schedule:  # the per-step warm-up and cosine decay
                 self.schedule.step()
             loss_sum += loss
             if self.sync_each_step:  # only the GPU check's contrast run: a read-back every step
@@ -332,8 +492,9 @@ class TorchAdapter(Adapter):
 
     @staticmethod
     def op_probe(device: str, operation: dict, threads: int):
-        """One step operation as autograd runs it: torch.mm on (transposed) views; the convolution and its two
-        gradients through ATen's convolution and convolution_backward (one gradient each), in channels_last."""
+        """One step operation as autograd runs it: torch.mm on nn.Linear's (out, in) weights (linear_operands),
+        torch.bmm on (transposed) views; the convolution and its two gradients through ATen's convolution and
+        convolution_backward (one gradient each), in channels_last."""
         from harness.execute.probes import operands
 
         target = torch_device(device)
@@ -342,10 +503,14 @@ class TorchAdapter(Adapter):
         given = {name: torch.from_numpy(value).to(target) for name, value in operands(operation).items()}
         role = operation["role"]
         if operation["kind"] == "matmul":
-            a = given["a"].t() if role == "weight gradient" else given["a"]
-            b = given["b"].t() if role == "input gradient" else given["b"]
+            a, b = linear_operands(role, given["a"], given["b"])
             out = torch.empty(a.shape[0], b.shape[1], device=target)
             work = lambda: torch.mm(a, b, out=out)  # noqa: E731
+        elif operation["kind"] == "bmm":  # attention's products, one per sample and head
+            a = given["a"].transpose(-1, -2) if role in FIRST_TRANSPOSED else given["a"]
+            b = given["b"].transpose(-1, -2) if role in SECOND_TRANSPOSED else given["b"]
+            out = torch.empty(*a.shape[:-1], b.shape[-1], device=target)
+            work = lambda: torch.bmm(a, b, out=out)  # noqa: E731
         else:  # NHWC storage seen as NCHW is channels_last, as the adapter's CNN keeps its activations
             x, dy = given["x"].permute(0, 3, 1, 2), given["dy"].permute(0, 3, 1, 2)
             w = given["w"].permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
@@ -370,6 +535,8 @@ class TorchAdapter(Adapter):
         """A probe's result in the canonical layout: NCHW batches back to NHWC, OIHW kernels to HWIO."""
         if isinstance(result, tuple):  # convolution_backward: (input gradient, weight gradient, bias gradient)
             result = next(r for r in result if r is not None)
+        if operation["kind"] == "matmul" and operation["role"] == "weight gradient":
+            result = result.t()  # nn.Linear's (out, in) gradient
         if operation["kind"] == "conv":
             kernel = operation["role"] == "weight gradient"
             result = result.permute(2, 3, 1, 0) if kernel else result.permute(0, 2, 3, 1)

@@ -198,10 +198,10 @@ class Adapter:
         """A function running one heavy operation of a training step alone, on resident inputs, blocking until
         it is done and returning the result: the op floor times it (harness/execute/ceilings.py).
 
-        `operation` is harness.models.Operation.as_dict(): a dense product or a convolution, forward or
-        one of its gradients, at the step's shapes (harness.execute.probes.operands makes its inputs). The
-        function computes it the way this adapter's train step does (the same library calls, layouts and
-        precision). Optional, like matmul_probe: without it the library joins no op floor.
+        `operation` is harness.models.Operation.as_dict(): a dense product, attention's batched product or a
+        convolution, forward or one of its gradients, at the step's shapes (harness.execute.probes.operands
+        makes its inputs). The function computes it the way this adapter's train step does (the same library
+        calls, layouts and precision). Optional, like matmul_probe: without it the library joins no op floor.
         """
         raise Unsupported("this adapter defines no op_probe: its library joins no op floor")
 

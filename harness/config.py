@@ -56,6 +56,10 @@ def _kernel_sizes(v):
     return None if ok else "must be a positive integer, or a list of them (one per convolution)"
 
 
+def _patch_side(v):
+    return None if v > 0 and 28 % v == 0 else "must divide the image's side of 28: 1, 2, 4, 7, 14 or 28"
+
+
 def _betas(v):
     ok = len(v) == 2 and all(isinstance(b, NUMBER) and 0 <= b < 1 for b in v)
     return None if ok else "must be two numbers in [0, 1)"
@@ -84,6 +88,9 @@ TOP = {
     "max_rss_mb": (NUMBER, 0, _non_negative),
     "eval_every_steps": (int, 0, _non_negative),
     "stop_at_target": (bool, False, None),
+    "executor": (str, "local", _choice("local", "ray", "slurm")),
+    "evaluate": (str, "epoch", _choice("epoch", "end")),  # "end": one evaluation, after training (bench.py final)
+    "save_params": (bool, False, None),  # each cell's trained parameters in params/<cell>.npz (bench.py show)
 }
 OPTIMIZER = {
     "name": (str, "adam", _choice("sgd", "adam", "adamw")),
@@ -98,6 +105,7 @@ OPTIMIZER = {
     "warmup": (NUMBER, 0.0, _fraction),
     "lr_start": (NUMBER, 0.0, lambda v: None if 0 <= v <= 1 else "must be in [0, 1]: a fraction of lr"),
     "lr_end": (NUMBER, 0.0, lambda v: None if 0 <= v <= 1 else "must be in [0, 1]: a fraction of lr"),
+    "schedule_epochs": (NUMBER, 0.0, _non_negative),
 }
 MODEL_COMMON = {
     "epochs": (int, None, _positive),
@@ -108,13 +116,27 @@ MODELS = {
     "mlp": {**MODEL_COMMON, "hidden": (list, [512, 512], _sizes)},
     "cnn": {**MODEL_COMMON, "channels": (list, [32, 64], _sizes), "dense": (int, 128, _positive),
             "kernel_size": ((int, list), 3, _kernel_sizes)},
+    "rnn": {**MODEL_COMMON, "hidden": (int, 128, _positive)},
+    "vit": {**MODEL_COMMON, "width": (int, 64, _positive), "depth": (int, 2, _positive),
+            "heads": (int, 4, _positive), "mlp": (int, 128, _positive), "patch": (int, 7, _patch_side)},
 }
 MODEL_DEFAULTS = {
     "mlp": {"epochs": 3, "dropout": 0.2, "target_accuracy": 0.97},
     "cnn": {"epochs": 3, "dropout": 0.5, "target_accuracy": 0.98},
+    "rnn": {"epochs": 10, "dropout": 0.1, "target_accuracy": 0.985},
+    "vit": {"epochs": 12, "dropout": 0.2, "target_accuracy": 0.97},
 }
 SYNTHETIC = {"train": (int, 512, _positive), "eval": (int, 256, _positive)}
-TABLES = ("optimizer", "mlp", "cnn", "variants", "options", "synthetic")
+SLURM = {  # [slurm]: how `executor = "slurm"` submits cells (harness/execute/slurm.py)
+    "partition": (str, "", None),  # sbatch --partition; "" = the cluster's default
+    "time_limit_min": (int, 60, _positive),  # sbatch --time of each cell's job
+    "array_parallelism": (int, 0, _non_negative),  # cells at once (--array=...%N); 0 = as many as the cluster gives
+    "sbatch": (dict, {}, lambda v: None if all(isinstance(x, (str, int)) for x in v.values())
+               else "must map sbatch options to strings, integers or true"),  # e.g. {account = "proj"}
+    "folder": (str, "", None),  # submitit's folder, on the shared file system; "" = <run folder>/slurm
+    "python": (str, "", None),  # the Python the nodes run; "" = this one
+}
+TABLES = ("optimizer", *MODELS, "variants", "options", "synthetic", "slurm")
 
 
 @dataclass(frozen=True)
@@ -127,14 +149,22 @@ class Cell:
     device: str
     repeat: int
     seed: int
+    setting: tuple = ()  # a sweep's (key, value) pairs, values frozen (harness/tuning/sweep.py); part of the identity
+    trial: int | None = None  # the Optuna trial that ran it (harness/tuning/search.py); not part of the identity
 
     @property
     def key(self) -> tuple:
-        return (self.framework, self.variant, self.model, self.device, self.repeat)
+        from harness.tuning.sweep import columns, setting_of
+
+        return (self.framework, self.variant, self.model, self.device, self.repeat,
+                *sorted(columns(setting_of(self)).items()))
 
     @property
     def label(self) -> str:
-        return f"{self.framework}/{self.variant} {self.model} {self.device} #{self.repeat}"
+        from harness.tuning.sweep import describe, setting_of
+
+        setting = f" {describe(setting_of(self))}" if self.setting else ""
+        return f"{self.framework}/{self.variant} {self.model} {self.device} #{self.repeat}{setting}"
 
 
 @dataclass(frozen=True)
@@ -159,11 +189,16 @@ class Config:
         return model_spec(name, **settings)
 
     def cells(self) -> list[Cell]:
+        """Every cell the config plans; in an Optuna search, the cells each trial runs, before the study gives
+        them a setting."""
+        from harness.tuning.sweep import settings_of
+
         return [
-            Cell(framework, variant, model, self.device, repeat, self.seed + repeat)
+            Cell(framework, variant, model, self.device, repeat, self.seed + repeat, setting)
             for model in self.models
             for framework in self.frameworks
             for variant in self.variants[framework]
+            for setting in settings_of(self, framework, variant, model)
             for repeat in range(self.repeats)
         ]
 
@@ -262,6 +297,9 @@ def _check_combinations(values: dict) -> None:
             raise ConfigError(f"[{model}] describes no network: {error}") from None
     if not values["models"]:
         raise ConfigError("models is empty: name at least one of " + ", ".join(MODELS))
+    if values["evaluate"] == "end" and (values["stop_at_target"] or values["eval_every_steps"]):
+        raise ConfigError("evaluate = 'end' evaluates once, after training, so stop_at_target and eval_every_steps "
+                          "have no evaluation to act on: drop them or set evaluate = 'epoch'")
     if values["eval_split"] == "validation" and not values["validation"]:
         raise ConfigError("eval_split = 'validation' needs a hold-out: set validation to a sample count, e.g. 5000")
     images = TRAINING_IMAGES.get(values["dataset"], values["synthetic"]["train"])
@@ -271,15 +309,45 @@ def _check_combinations(values: dict) -> None:
     if values["batch_size"] > images - values["validation"]:
         raise ConfigError(f"batch_size = {values['batch_size']} is more than the {images - values['validation']} "
                           "training images: use a smaller batch or more data")
+    _check_schedule(values, (images - values["validation"]) // values["batch_size"])
     if values["seed"] + values["repeats"] > SEED_LIMIT:
         raise ConfigError(f"seed = {values['seed']} plus repeats must stay below 2^31 (frameworks keep 32-bit seeds)")
     cpus = available_cpus()
-    if values["threads"] > cpus:
+    if values["executor"] == "local" and values["threads"] > cpus:
         raise ConfigError(f"threads = {values['threads']} is more than the {cpus} CPUs this process may use: "
                           f"use at most {cpus} (0 takes them all)")
+    _check_executor(values)
     if not re.fullmatch(r"[A-Za-z0-9._-]+", values["name"]) or values["name"].startswith("."):
         raise ConfigError(f"name = {values['name']!r} names the results folder: use letters, digits, '.', '_' "
                           "and '-'")
+
+
+def _check_executor(values: dict) -> None:
+    """What a remote executor cannot do: decide the nodes' device here, or stop a cell's job before its timeout."""
+    executor = values["executor"]
+    if executor != "local" and values["device"] == "auto":
+        raise ConfigError(f"device = 'auto' looks at this machine's GPUs, not the nodes': with executor = "
+                          f"{executor!r} set device to 'cpu' or 'gpu'")
+    limit = values["slurm"]["time_limit_min"]
+    if executor == "slurm" and limit * 60 <= values["timeout_s"]:
+        raise ConfigError(f"slurm.time_limit_min = {limit} ends each cell's job before timeout_s = "
+                          f"{values['timeout_s']:g} s: raise the limit above timeout_s (the first job on a node also "
+                          "measures its ceilings)")
+
+
+def _check_schedule(values: dict, steps_per_epoch: int) -> None:
+    """A warm-up and cosine decay needs a step of decay after its warm-up, in every model's training."""
+    settings = values["optimizer"]
+    if settings["schedule"] != "warmup_cosine":
+        return
+    for model in values["models"]:
+        total = values[model]["epochs"] * steps_per_epoch
+        spec = OptimizerSpec(**{**settings, "betas": tuple(settings["betas"])}, steps_per_epoch=steps_per_epoch,
+                             total_steps=total)
+        if spec.schedule_steps - spec.warmup_steps < 1:
+            raise ConfigError(f"the warmup_cosine schedule of the {model} ends before its warm-up does "
+                              f"({spec.schedule_steps} steps, {spec.warmup_steps} of them warming up): lengthen "
+                              "schedule_epochs (or the epochs) or shorten warmup")
 
 
 OPTION_TYPES = {"bool": bool, "int": int, "number": (int, float), "str": str}
@@ -311,9 +379,14 @@ def _check_options(tables: dict, adapters: dict[str, AdapterInfo]) -> dict:
 def resolve(raw: dict, name: str, overrides: dict | None = None, adapters: dict | None = None) -> Config:
     """Validate a parsed TOML document, apply command-line overrides, fill every default.
 
-    `adapters` defaults to every adapter in frameworks/ (tests add their own).
+    `adapters` defaults to every adapter in frameworks/ (tests add their own). A [sweep] table is checked
+    by harness/tuning/sweep.py, each of its settings through this function.
     """
     raw = dict(raw)
+    if "sweep" in raw:
+        from harness.tuning.sweep import resolve_sweep
+
+        return resolve_sweep(raw, raw.pop("sweep"), name, overrides, adapters)
     raw.setdefault("name", name)
     tables = {t: raw.pop(t, {}) for t in TABLES}
     for t, value in tables.items():
@@ -328,7 +401,8 @@ def resolve(raw: dict, name: str, overrides: dict | None = None, adapters: dict 
         table = {**MODEL_DEFAULTS[model], **tables[model], **({"epochs": epochs} if epochs is not None else {})}
         values[model] = _check_table(table, schema, f"{model}.")
     values["synthetic"] = _check_table(tables["synthetic"], SYNTHETIC, "synthetic.")
-    if values["threads"] == 0:
+    values["slurm"] = _check_table(tables["slurm"], SLURM, "slurm.")
+    if values["threads"] == 0 and values["executor"] == "local":  # elsewhere 0 stays: each node's own cores
         values["threads"] = available_cpus()
     _check_combinations(values)
     values["device"] = resolve_device(values["device"])[0]

@@ -21,10 +21,17 @@ def make_images(n: int, seed: int, prototypes: np.ndarray) -> tuple[np.ndarray, 
     return images, labels
 
 
-def synthetic(train: int = 512, eval: int = 256, seed: int = 0) -> Dataset:
-    """A Dataset of `train` + `eval` samples; the same seed gives the same arrays."""
+def synthetic(train: int = 512, eval: int = 256, seed: int = 0, validation: int = 0,
+              eval_split: str = "test") -> Dataset:
+    """A Dataset of `train` + `eval` samples; the same seed gives the same arrays. As with MNIST, the last
+    `validation` training samples are held out, and evaluated on where eval_split = "validation"; the `eval`
+    samples are the test set."""
     coarse = np.random.default_rng(seed).uniform(0.0, 1.0, (CLASSES, 7, 7, 1))
     prototypes = coarse.repeat(4, axis=1).repeat(4, axis=2)  # 4x4 blocks: shapes a convolution can see
     x_train, y_train = make_images(train, seed + 1, prototypes)
     x_eval, y_eval = make_images(eval, seed + 2, prototypes)
-    return Dataset("synthetic", x_train, y_train, x_eval, y_eval, eval_split="test", source=f"synthetic seed {seed}")
+    cut = train - validation
+    if eval_split == "validation":
+        x_eval, y_eval = x_train[cut:], y_train[cut:]
+    return Dataset("synthetic", x_train[:cut], y_train[:cut], x_eval, y_eval, eval_split=eval_split,
+                   source=f"synthetic seed {seed}")

@@ -1,15 +1,18 @@
-"""Everything the tests check of one adapter variant and model, in one fresh process, as in a benchmark.
+"""Everything the tests check of one adapter variant, model after model, in one fresh process, as in a benchmark.
 
-    python -m tests.adapter_checks '{"adapter": ..., "variant": ..., "model": ..., "out": DIR}'
+    python -m tests.adapter_checks '{"adapter": ..., "variant": ..., "models": [...], "out": DIR}'
 
-Runs parity's recipe (harness/parity.py observe, whose arrays go to DIR/observations.npz for
-tests/test_parity.py) and the conformance checks parity does not make (printed as one JSON
-object for tests/test_conformance.py). One process per variant and model: Keras picks its
-backend at import, frameworks keep global state, and a compiled variant compiles once.
+Runs, for each model, parity's recipe (harness/parity.py observe, whose arrays go to
+DIR/<model>/observations.npz for tests/test_parity.py) and the conformance checks parity does not
+make (printed as one JSON object, model -> checks or the error that stopped them, for
+tests/test_conformance.py). One process per variant: Keras picks its backend at import; the
+models share it, as parity's many adapters of one model already do (each builds, seeds and, in a
+compiled variant, compiles afresh), and the framework is imported once.
 """
 
 import json
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +20,9 @@ import numpy as np
 from harness.adapter import DeviceUnavailable, Unsupported, load_adapter
 from harness.parity import BATCH, BATCHES, DROPOUT_BATCH, DROPOUT_STEPS, SEED, observe, parity_data, sharpened
 
-SIZES = {"mlp": {"hidden": [32]}, "cnn": {"channels": [8, 16], "dense": 32}}
-RATE = {"mlp": 0.2, "cnn": 0.3}  # not 0.5: one dropout rate then tells a rate from its keep-probability
+SIZES = {"mlp": {"hidden": [32]}, "cnn": {"channels": [8, 16], "dense": 32}, "rnn": {"hidden": 16},
+         "vit": {"width": 16, "depth": 1, "heads": 2, "mlp": 32}}  # one block: every op of a deeper one, compiled once
+RATE = {"mlp": 0.2, "cnn": 0.3, "rnn": 0.2, "vit": 0.2}  # not 0.5: one rate then tells a rate from its keep-probability
 OPTIONS = {"eval_batch_size": 100, "allow_slow": True}
 
 
@@ -60,20 +64,31 @@ def conformance(make, built: list, model: str) -> dict:
     return seen
 
 
-def main(job: dict) -> dict:
-    adapter_class = load_adapter(job["adapter"])
-
+def check(adapter_class, variant: str, model: str, out: Path) -> dict:
+    """One model's parity observations (saved under out) and conformance checks (returned)."""
     built = []
 
     def make(spec, optimizer, device="cpu"):
-        built.append(adapter_class(spec, optimizer, device=device, variant=job["variant"], seed=SEED, threads=1,
+        built.append(adapter_class(spec, optimizer, device=device, variant=variant, seed=SEED, threads=1,
                                    options=dict(OPTIONS)))
         return built[-1]
 
-    model = job["model"]
     seen = observe(make, model, SIZES[model], RATE[model])
-    np.savez(Path(job["out"]) / "observations.npz", **seen)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "observations.npz", **seen)
     return conformance(make, list(built), model)
+
+
+def main(job: dict) -> dict:
+    """model -> its conformance checks, or {"error": traceback} for a model that raised (the others still run)."""
+    adapter_class = load_adapter(job["adapter"])
+    results = {}
+    for model in job["models"]:
+        try:
+            results[model] = check(adapter_class, job["variant"], model, Path(job["out"]) / model)
+        except Exception:
+            results[model] = {"error": traceback.format_exc()}
+    return results
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """What several test modules share: every installed adapter's variants run once, in their own process.
 
-tests/adapter_checks.py runs parity's recipe and the conformance checks of one (adapter, variant,
-model) in one process; test_parity.py and test_conformance.py assert on what it saw. An adapter the
+tests/adapter_checks.py runs parity's recipe and the conformance checks of one (adapter, variant), every
+model the tests ask for, in one process; test_parity.py and test_conformance.py assert on what it saw
+of each model. An adapter the
 `[all]` install provides must be installed: the suite fails, naming the install command, rather than
 skipping what it was meant to prove.
 """
@@ -31,12 +32,17 @@ def extras_in_all() -> set[str]:
     return named | {"numpy"}
 
 
+# Variants whose every train step is compiled whole (XLA, Inductor) check the MLP and the CNN here; their LSTM
+# and ViT take minutes to compile for parity's many adapters, so `make parity` (configs/variants.toml) checks
+# those, and the suite checks the same models through every other variant of the same adapter.
+COMPILED = {("torch", "compile"), ("jax", "scan"), ("keras", "jax"), ("tensorflow", "xla")}
 CPU_CASES = [
     pytest.param(info, variant, model, id=f"{name}-{variant}-{model}")
     for name, info in ADAPTERS.items()
     for variant in info.variants
     if "cpu" in info.variant_devices.get(variant, info.devices)
     for model in info.models
+    if (name, variant) not in COMPILED or model in ("mlp", "cnn")
 ]
 
 
@@ -51,8 +57,9 @@ def require(info, variant: str) -> None:
     pytest.skip(f"{message}: {info.install_command}")
 
 
-def run_checks(info, variant: str, model: str, out: Path) -> tuple[dict, dict]:
-    """tests/adapter_checks.py in a fresh single-threaded process: (conformance, parity observations).
+def run_checks(info, variant: str, models: list[str], out: Path) -> dict[str, tuple[dict, dict] | str]:
+    """tests/adapter_checks.py over the models in a fresh single-threaded process: model -> (conformance, parity
+    observations), or the error that stopped that model.
 
     Correctness, not compile time, is checked here: Inductor may use its on-disk cache, which a
     benchmark cell may not (torch's compile variant switches it off), so that the many adapters
@@ -60,49 +67,60 @@ def run_checks(info, variant: str, model: str, out: Path) -> tuple[dict, dict]:
     """
     adapter = info.job(variant)
     adapter["env"] = {k: v for k, v in adapter["env"].items() if k != "TORCHINDUCTOR_FORCE_DISABLE_CACHES"}
-    job = {"adapter": adapter, "variant": variant, "model": model, "out": str(out)}
+    job = {"adapter": adapter, "variant": variant, "models": models, "out": str(out)}
     result = subprocess.run(
         [sys.executable, "-m", "tests.adapter_checks", json.dumps(job)], cwd=ROOT, capture_output=True,
-        text=True, timeout=900, env={**os.environ, **thread_env(1)},
+        text=True, timeout=600 * len(models), env={**os.environ, **thread_env(1)},
     )
     if result.returncode:
         raise AssertionError(f"tests.adapter_checks failed:\n{result.stderr[-3000:]}")
-    with np.load(out / "observations.npz") as saved:
-        return json.loads(result.stdout.splitlines()[-1]), dict(saved)
+    found = {}
+    for model, seen in json.loads(result.stdout.splitlines()[-1]).items():
+        if "error" in seen:
+            found[model] = seen["error"]
+            continue
+        with np.load(out / model / "observations.npz") as saved:
+            found[model] = seen, dict(saved)
+    return found
 
 
-def requested_cases(session) -> list[tuple]:
-    """The (adapter info, variant, model) cases the collected tests ask adapter_run for, in test order."""
-    cases = {}
+def requested_cases(session) -> dict[tuple[str, str], tuple]:
+    """(adapter, variant) -> (its info, the models the collected tests ask adapter_run for), in test order."""
+    cases: dict[tuple[str, str], tuple] = {}
     for item in session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "adapter_run" in getattr(item, "fixturenames", ()) and "info" in params:
-            cases.setdefault((params["info"].name, params["variant"], params["model"]),
-                             (params["info"], params["variant"], params["model"]))
-    return list(cases.values())
+            _, models = cases.setdefault((params["info"].name, params["variant"]), (params["info"], []))
+            if params["model"] not in models:
+                models.append(params["model"])
+    return cases
 
 
 @pytest.fixture(scope="session")
 def adapter_run(request, tmp_path_factory):
     """(conformance observations, parity observations) of one (adapter, variant, model), run once per session.
 
-    At first use every installed case the collected tests need is started, two at a time (one
-    thread each: the two cores), in the order the tests ask for them; each test waits for its own.
+    At first use every installed (adapter, variant) the collected tests need is started, with all the
+    models they need, two at a time (one thread each: the two cores), in the order the tests ask for
+    them; each test waits for its own.
     """
     pool = ThreadPoolExecutor(max_workers=2)
     futures = {}
 
     def start_all() -> None:
-        for info, variant, model in requested_cases(request.session):
+        for (name, variant), (info, models) in requested_cases(request.session).items():
             if not info.missing_modules(variant):
-                out = tmp_path_factory.mktemp(f"{info.name}-{variant}-{model}")
-                futures[(info.name, variant, model)] = pool.submit(run_checks, info, variant, model, out)
+                out = tmp_path_factory.mktemp(f"{name}-{variant}")
+                futures[(name, variant)] = pool.submit(run_checks, info, variant, models, out)
 
     def run(info, variant: str, model: str):
         require(info, variant)
         if not futures:
             start_all()
-        return futures[(info.name, variant, model)].result()
+        found = futures[(info.name, variant)].result()[model]
+        if isinstance(found, str):
+            raise AssertionError(f"tests.adapter_checks failed on the {model}:\n{found[-3000:]}")
+        return found
 
     yield run
     pool.shutdown(cancel_futures=True)

@@ -24,6 +24,15 @@ def test_every_shipped_config_is_valid(path):
     assert load_config(path).cells()
 
 
+def test_the_lstm_and_the_vit_are_configured_like_the_others():
+    config = resolve({"models": ["rnn", "vit"], "rnn": {"hidden": 64}, "vit": {"width": 32, "heads": 2}}, "x")
+    assert config.models == ["rnn", "vit"]
+    assert config.model("rnn").hidden == 64 and config.model("rnn").dropout == 0.1
+    vit = config.model("vit")
+    assert (vit.width, vit.heads, vit.depth, vit.mlp, vit.patch) == (32, 2, 2, 128, 7)
+    assert config.values["vit"]["target_accuracy"] == 0.97
+
+
 def test_overrides_replace_config_values():
     config = resolve({}, "x", {"frameworks": ["numpy"], "models": ["cnn"], "epochs": 5, "repeats": 2})
     assert config.frameworks == ["numpy"] and config.models == ["cnn"]
@@ -66,7 +75,12 @@ def test_overrides_replace_config_values():
         ({"cnn": {"dropout": 1.0}}, "cnn.dropout = 1.0 must be in [0, 1)"),
         ({"dataset": "cifar"}, "dataset = 'cifar' must be one of"),
         ({"frameworks": ["tensorflw"]}, "unknown framework 'tensorflw': known frameworks are numpy"),
-        ({"models": ["rnn"]}, "unknown model 'rnn'"),
+        ({"models": ["gru"]}, "unknown model 'gru': known models are mlp, cnn, rnn, vit"),
+        ({"rnn": {"hidden": [128]}}, "rnn.hidden = [128] must be int"),
+        ({"rnn": {"hidden": 0}}, "rnn.hidden = 0 must be greater than 0"),
+        ({"vit": {"patch": 5}}, "vit.patch = 5 must divide the image's side of 28"),
+        ({"vit": {"heads": 5}}, "[vit] describes no network: width = 64 does not split into 5 heads"),
+        ({"vit": {"depth": 0}}, "vit.depth = 0 must be greater than 0"),
         ({"variants": {"numpy": ["fortran"]}}, "variants.numpy names unknown variant 'fortran'"),
         ({"eval_split": "validation"}, "needs a hold-out"),
         ({"optimizer": 3}, "optimizer must be a table"),

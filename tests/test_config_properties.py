@@ -55,7 +55,8 @@ TOP = {
 TABLES = {
     "optimizer": {"lr": st.floats(1e-4, 0.1), "betas": st.just([0.9, 0.999]), "eps": st.floats(1e-9, 1e-3),
                   "lr_decay": st.floats(0.5, 1.0), "schedule": st.sampled_from(["epoch_decay", "warmup_cosine"]),
-                  "warmup": st.floats(0, 0.5), "lr_start": st.floats(0, 1), "lr_end": st.floats(0, 1)},
+                  "warmup": st.floats(0, 0.5), "lr_start": st.floats(0, 1), "lr_end": st.floats(0, 1),
+                  "schedule_epochs": st.floats(0, 2)},
     "mlp": {"epochs": st.integers(1, 2), "hidden": st.lists(st.integers(1, 12), min_size=1, max_size=2),
             "dropout": st.floats(0, 0.6), "target_accuracy": st.floats(0.1, 1.0)},
     "cnn": {"epochs": st.integers(1, 2), "channels": st.lists(st.integers(1, 4), min_size=1, max_size=2),

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs" / "smoke.toml"
 SPECS = [model_spec("mlp"), model_spec("cnn"), model_spec("cnn", channels=[24, 32], kernel_size=[5, 3], dense=256),
          model_spec("mlp", hidden=[32])]
+SEQUENCE_SPECS = [model_spec("rnn"), model_spec("vit"), model_spec("vit", patch=4, width=48, heads=3, depth=1)]
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: floor_key(s, 64))
@@ -33,6 +34,30 @@ def test_a_steps_operations_are_the_flops_the_model_counts(spec):
     assert operations[: len(forward)] == forward  # the forward pass first, then the backward pass
 
 
+@pytest.mark.parametrize("spec", SEQUENCE_SPECS, ids=lambda s: floor_key(s, 64))
+def test_the_lstm_and_the_transformer_steps_scale_with_the_batch_and_skip_the_images_gradient(spec):
+    operations = spec.step_operations(64)
+    assert sum(o.flops for o in operations) == spec.flops_per_sample * 64
+    first = "lstm input" if spec.name == "rnn" else "patch"
+    assert {f"{first} forward", f"{first} weight gradient"} <= {o.name for o in operations}
+    assert f"{first} input gradient" not in {o.name for o in operations}
+    assert not any(o.kind == "bmm" and o.role == "weight gradient" for o in operations)  # no weight in q k^T, p v
+    forward = [o for o in operations if o.role == "forward"]
+    assert operations[: len(forward)] == forward
+
+
+def test_a_repeated_operation_counts_its_flops_and_floor_time_once_per_repeat():
+    by_name = {o.name: o for o in model_spec("rnn", hidden=8).step_operations(4)}
+    recurrent = by_name["lstm recurrent forward"]
+    assert recurrent.count == 28 and recurrent.flops == 28 * 2 * 4 * 8 * 32 and recurrent.shape == "28 x (4x8 @ 8x32)"
+    assert by_name["lstm recurrent input gradient"].count == 27  # h_0 is a constant: no gradient for it
+    spec = model_spec("rnn", hidden=8)
+    keys = {ceilings.operation_key(o.as_dict()) for o in spec.step_operations(4)}
+    floor = ceilings.op_floor(spec, 4, {"a": {"status": "ok", "times": {key: {"seconds": 1.0} for key in keys}}})
+    assert {row["operation"]: row["seconds"] for row in floor["operations"]}["lstm recurrent forward"] == 28.0
+    assert floor["seconds"] == sum(o.count for o in spec.step_operations(4))
+
+
 def test_operations_name_their_shapes_as_a_step_holds_them():
     by_name = {o.name: o for o in model_spec("mlp").step_operations(128)}
     assert by_name["dense0 forward"].shape == "128x784 @ 784x512"
@@ -40,6 +65,10 @@ def test_operations_name_their_shapes_as_a_step_holds_them():
     assert by_name["dense1 input gradient"].shape == "128x512 @ 512x512 (transposed)"  # dy W^T
     conv = {o.name: o for o in model_spec("cnn").step_operations(8)}["conv1 input gradient"]
     assert conv.shape == "8x13x13x32 * 3x3x32x64" and conv.flops == 2 * 8 * 11 * 11 * 9 * 32 * 64
+    attention = {o.name: o for o in model_spec("vit").step_operations(2)}  # 2 samples x 4 heads, 17 tokens of 16
+    assert attention["block0 scores forward"].shape == "8x17x16 @ 8x16x17"  # q @ k^T
+    assert attention["block0 scores left gradient"].shape == "8x17x17 @ 8x16x17 (transposed)"  # ds (k^T)^T
+    assert attention["block0 mixing right gradient"].shape == "8x17x17 (transposed) @ 8x17x16"  # p^T dO
 
 
 def timings(**libraries) -> dict:
@@ -97,9 +126,9 @@ def reference(operation: dict) -> np.ndarray:
     """The operation computed in float64 from the probe's own inputs."""
     given = {k: v.astype(np.float64) for k, v in operands(operation).items()}
     role = operation["role"]
-    if operation["kind"] == "matmul":
-        a = given["a"].T if role == "weight gradient" else given["a"]
-        b = given["b"].T if role == "input gradient" else given["b"]
+    if operation["kind"] in ("matmul", "bmm"):
+        a = given["a"].swapaxes(-1, -2) if role in ("weight gradient", "right gradient") else given["a"]
+        b = given["b"].swapaxes(-1, -2) if role in ("input gradient", "left gradient") else given["b"]
         return a @ b
     x, w, dy = given["x"], given["w"], given["dy"]
     k = w.shape[0]
@@ -132,8 +161,9 @@ def probe_errors(info, operations: list[dict]) -> dict[str, float]:
     return errors
 
 
-SMALL = [{**o.as_dict(), "name": f"{spec.name} {o.name}"}  # names unique across the two models
-         for spec in (model_spec("mlp", hidden=[16]), model_spec("cnn", channels=[4, 8], dense=16))
+SMALL = [{**o.as_dict(), "name": f"{spec.name} {o.name}"}  # names unique across the models
+         for spec in (model_spec("mlp", hidden=[16]), model_spec("cnn", channels=[4, 8], dense=16),
+                      model_spec("rnn", hidden=8), model_spec("vit", width=8, depth=1, heads=2, mlp=16))
          for o in spec.step_operations(3)]
 
 

@@ -101,3 +101,9 @@ def test_bench_parity_exits_non_zero_when_only_the_reference_was_compared():
                              "--models", "mlp"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr
     assert "| numpy" in result.stdout and "no adapter besides the NumPy reference" in result.stderr
+
+
+def test_parity_refuses_a_job_count_below_one_in_one_sentence():
+    done = subprocess.run([sys.executable, "bench.py", "parity", "configs/smoke.toml", "--jobs", "0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--jobs 0" in done.stderr and "Traceback" not in done.stderr

@@ -31,26 +31,30 @@ EXPECTED = {  # fault -> the check that must catch it
 }
 
 
+MODELS = ["mlp", "cnn", "rnn", "vit"]
+
+
 @pytest.fixture(scope="module")
 def results():
     adapters = {**discover(), **discover(ROOT / "tests" / "adapters")}
-    config = load_config(ROOT / "configs" / "smoke.toml", {"frameworks": ["faults"]}, adapters)
+    config = load_config(ROOT / "configs" / "smoke.toml", {"frameworks": ["faults"], "models": MODELS, "threads": 1},
+                         adapters)
     config.values["variants"] = {"faults": list(adapters["faults"].variants)}
     config.values["cnn"]["dropout"] = 0.3  # unlike 0.5, one rate then tells a rate from a keep-probability
-    return run_parity(config)
+    return run_parity(config, jobs=2)  # a worker per core
 
 
 def failed(results, variant: str, model: str) -> dict[str, dict]:
     return {r.check: r.measures for r in results if r.variant == variant and r.model == model and r.status != "pass"}
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
+@pytest.mark.parametrize("model", MODELS)
 def test_the_correct_adapter_passes_every_check(results, model):
     rows = [r for r in results if r.variant == "correct" and r.model == model]
     assert rows and all(r.status == "pass" for r in rows), [(r.check, r.status, r.measures) for r in rows]
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("fault", sorted(EXPECTED))
 def test_each_fault_fails_the_check_that_names_it(results, fault, model):
     failing = failed(results, fault, model)

@@ -55,11 +55,27 @@ def test_a_row_with_more_than_one_seed_in_ten_missing_gets_no_score():
     assert twenty["score"] == pytest.approx(sum(range(3, 19)) / 16)
 
 
+def test_a_seed_that_failed_before_its_setup_still_counts_as_a_miss_of_its_row():
+    import pandas as pd
+
+    from harness.results.speedrun import speedrun_table
+
+    base = {"framework": "torch", "variant": "eager", "model": "cnn", "device": "cpu", "eval_seconds_to_target": 1.0,
+            "epochs_to_target": 0.9}
+    seeds = [{**base, "backend": "mkl+onednn", "status": "ok", "time_to_target_seconds": float(t)} for t in range(1, 9)]
+    seeds += [{**base, "backend": "", "status": "crashed", "time_to_target_seconds": None}] * 2
+    [row] = speedrun_table(pd.DataFrame(seeds)).to_dict("records")
+    assert row["seeds reaching the target"] == "8 of 10 (2 did not finish)" and row["score s"].startswith("no score")
+    nine = [{**seeds[0], "time_to_target_seconds": 9.0}, *seeds[:9]]  # 9 finished, 1 crashed: one miss in ten
+    [kept] = speedrun_table(pd.DataFrame(nine)).to_dict("records")
+    assert kept["score s"] == "5.50" and kept["score with evaluations s"] == "6.50"  # 2..9: the crash dropped
+
+
 def test_a_speedrun_stops_each_seed_at_the_target_and_reports_its_table(tmp_path):
     text = (ROOT / "configs" / "speedrun.toml").read_text()
     for old, new in (('dataset = "mnist"', 'dataset = "synthetic"'), ("repeats = 10 ", "repeats = 3 "),
                      ("eval_every_steps = 26 ", "eval_every_steps = 2 "), ("batch_size = 256", "batch_size = 32"),
-                     ('frameworks = ["all"]', 'frameworks = ["numpy"]'), ("epochs = 1", "epochs = 3"),
+                     ('frameworks = ["all"]', 'frameworks = ["numpy"]'), ("epochs = 2 ", "epochs = 3 "),
                      ("target_accuracy = 0.99", "target_accuracy = 0.5")):
         assert old in text, old
         text = text.replace(old, new)

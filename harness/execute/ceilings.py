@@ -16,10 +16,11 @@ machine's peak stays the best of them all; "measure" times every library again i
 reference configs do), "off" skips them. environment.json says where each figure came from.
 
 The op floor is the fastest a model's own training step could run: each heavy operation of one
-step at the configured batch (harness.models.ModelSpec.step_operations: dense products and
-convolutions, forward and gradients) is timed alone by every installed library through its
-adapter's op_probe, in the same workers, and the floor sums, over the operations, the fastest
-library's median time. It is cached and measured again under the same rules as the ceilings.
+step at the configured batch (harness.models.ModelSpec.step_operations: dense products, attention's
+batched products and convolutions, forward and gradients) is timed alone by every installed library
+through its adapter's op_probe, in the same workers, and the floor sums, over the operations, the
+fastest library's median time (times the operation's count, for one an LSTM runs once per time step).
+It is cached and measured again under the same rules as the ceilings.
 """
 
 from __future__ import annotations
@@ -89,10 +90,23 @@ def fingerprint(config: Config, library: str, worker_env: dict[str, str], operat
         "versions": environment.module_versions(config.adapters[library].modules),
         "library": library,
         "probe": PROBE_VERSION,
+        "code": probe_code(config.adapters[library].path),
     }
     facts.update(size=config.matmul_size) if operations is None else facts.update(
         operations=sorted(operation_key(o) for o in operations))
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def probe_code(adapter_path: Path) -> str:
+    """A hash of the code a library's probes run: its adapter file (and the layers folder beside it, e.g.
+    frameworks/numpy_layers/) and the timing in probes.py, so an edited probe is measured again."""
+    paths = [Path(adapter_path), Path(__file__).with_name("probes.py")]
+    layers = Path(adapter_path).with_name(Path(adapter_path).stem.removesuffix("_adapter") + "_layers")
+    paths += sorted(layers.glob("*.py")) if layers.is_dir() else []
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes() if path.is_file() else b"")
+    return digest.hexdigest()[:16]
 
 
 def _read_cache(path: Path) -> dict:
@@ -188,7 +202,7 @@ def op_floor(spec, batch: int, timings: dict) -> dict:
     rows, own = [], {}
     for operation in spec.step_operations(batch):
         key = operation_key(operation.as_dict())
-        times = {library: t["times"][key]["seconds"] for library, t in timings.items()
+        times = {library: t["times"][key]["seconds"] * operation.count for library, t in timings.items()
                  if t.get("status") == "ok" and key in t.get("times", {})}
         fastest = min(times, key=times.get, default=None)
         rows.append({"operation": operation.name, "shape": operation.shape, "flops": operation.flops,

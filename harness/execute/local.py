@@ -16,8 +16,11 @@ class LocalExecutor(Executor):
     name = "local"
 
     def run(self, tasks, on_event=None):
+        host = socket.gethostname()
         for task in tasks:
             forward = (lambda event, task=task: on_event(task, event)) if on_event else None
+            if forward:
+                forward({"event": "started", "host": host})
             events, done = run_worker(task.job, task.log_path, task.env, task.timeout_s, task.max_rss_mb, forward,
                                       task.timeout_error)
-            yield Finished(task, events, done, socket.gethostname())
+            yield Finished(task, events, done, host, {"threads": task.settings.get("threads")})

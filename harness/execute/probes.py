@@ -69,19 +69,23 @@ def operands(operation: dict) -> dict:
     """Random float32 inputs of one step operation (harness.models.Operation.as_dict()), as a step holds them.
 
     matmul: "a" and "b", with the weight gradient's "a" stored (k, m) and the input gradient's "b" (n, k);
+    bmm: the same with a leading batch axis, the right gradient's "a" stored (batch, k, m) and the left
+    gradient's "b" (batch, n, k);
     conv: the batch "x" (NHWC), the kernel "w" (HWIO) and the output's gradient "dy" (NHWC).
     """
     import numpy as np
+
+    from harness.models.operations import FIRST_TRANSPOSED, SECOND_TRANSPOSED
 
     rng = np.random.default_rng(0)
 
     def uniform(*shape):
         return rng.uniform(-1, 1, shape).astype(np.float32)
 
-    if operation["kind"] == "matmul":
-        m, k, n = operation["dims"]
-        a = uniform(k, m) if operation["role"] == "weight gradient" else uniform(m, k)
-        b = uniform(n, k) if operation["role"] == "input gradient" else uniform(k, n)
+    if operation["kind"] in ("matmul", "bmm"):
+        *batch, m, k, n = operation["dims"]
+        a = uniform(*batch, k, m) if operation["role"] in FIRST_TRANSPOSED else uniform(*batch, m, k)
+        b = uniform(*batch, n, k) if operation["role"] in SECOND_TRANSPOSED else uniform(*batch, k, n)
         return {"a": a, "b": b}
     batch, height, width, c, o, k = operation["dims"]
     return {"x": uniform(batch, height, width, c), "w": uniform(k, k, c, o),

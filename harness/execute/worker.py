@@ -27,7 +27,8 @@ def load_dataset(job: dict):
     values = job["config"]
     if values["dataset"] == "synthetic":
         sizes = values["synthetic"]
-        return synthetic.synthetic(sizes["train"], sizes["eval"], seed=values["seed"])
+        return synthetic.synthetic(sizes["train"], sizes["eval"], seed=values["seed"],
+                                   validation=values["validation"], eval_split=values["eval_split"])
     return data.load(
         values["dataset"],
         data_dir=job.get("data_dir") or None,
@@ -73,13 +74,17 @@ def optimizer_spec(values: dict):
     return OptimizerSpec(**{**values, "betas": tuple(values.get("betas", (0.9, 0.999)))})
 
 
+def model_settings(job: dict) -> dict:
+    """The cell's model sizes and dropout: its config table, less what is not the network's."""
+    cell, values = job["cell"], job["config"]
+    settings = {k: v for k, v in values[cell["model"]].items() if k not in ("epochs", "target_accuracy")}
+    return {**settings, **job.get("model_overrides", {})}
+
+
 def _model_spec(job: dict):
     from harness.models import model_spec
 
-    cell, values = job["cell"], job["config"]
-    settings = {k: v for k, v in values[cell["model"]].items() if k not in ("epochs", "target_accuracy")}
-    settings.update(job.get("model_overrides", {}))
-    return model_spec(cell["model"], **settings)
+    return model_spec(job["cell"]["model"], **model_settings(job))
 
 
 def peak_rss_mb() -> float:
@@ -106,7 +111,9 @@ def train(job: dict) -> None:
     """The timed loop: one epochs.csv row per evaluation, then the run summary (computed by the runner).
 
     The model is evaluated after every epoch, and with eval_every_steps also after every that many steps of
-    an epoch; with stop_at_target, training stops at the first evaluation that reaches the target.
+    an epoch; with stop_at_target, training stops at the first evaluation that reaches the target; with
+    evaluate = "end", only once, after the last epoch (its rows before hold no evaluation). With save_params,
+    the trained parameters go to job["params_path"] in canonical layout.
     """
     import math
 
@@ -124,22 +131,25 @@ def train(job: dict) -> None:
     adapter.load_data(dataset.x_train, dataset.y_train, dataset.x_eval, dataset.y_eval)
     emit("setup", setup_seconds=time.time() - job["started"], backend=adapter.backend, eval_split=dataset.eval_split,
          import_rss_mb=import_rss_mb)
-    step = 0
+    step, at_end = 0, values.get("evaluate") == "end"
     for epoch, batches in enumerate(batch_order(len(dataset.x_train), values["batch_size"], cell["seed"],
                                                 settings["epochs"]), start=1):
         for rows in chunks(len(batches), values.get("eval_every_steps", 0)):
             start = time.perf_counter()
             loss = adapter.train_epoch(batches[rows])
             train_seconds = time.perf_counter() - start
-            start = time.perf_counter()
-            eval_loss, eval_accuracy = adapter.evaluate()
-            eval_seconds = time.perf_counter() - start
+            eval_loss = eval_accuracy = eval_seconds = None
+            if not at_end or epoch == settings["epochs"]:
+                start = time.perf_counter()
+                eval_loss, eval_accuracy = adapter.evaluate()
+                eval_seconds = time.perf_counter() - start
             step += rows.stop - rows.start
             emit("epoch", epoch=epoch, step=step, train_loss=loss, train_seconds=train_seconds,
                  samples=batches[rows].size, eval_loss=eval_loss, eval_accuracy=eval_accuracy,
                  eval_seconds=eval_seconds, end_of_epoch=rows.stop == len(batches), steps_per_epoch=steps_per_epoch)
             losses = {"the training loss": loss, "the evaluation loss": eval_loss}
-            broken = [f"{name} became {value}" for name, value in losses.items() if not math.isfinite(value)]
+            broken = [f"{name} became {value}" for name, value in losses.items()
+                      if value is not None and not math.isfinite(value)]
             if broken:
                 emit("done", status="diverged", error=f"{' and '.join(broken)} in epoch {epoch}")
                 return
@@ -148,6 +158,10 @@ def train(job: dict) -> None:
         else:
             continue
         break  # the target is reached: the clock stops here
+    if values.get("save_params"):
+        from harness.results import params
+
+        params.save(job["params_path"], adapter.get_params(), cell["model"], model_settings(job))
     emit("done", status="ok", peak_rss_mb=peak_rss_mb(), peak_device_memory_mb=adapter.peak_device_memory_mb(),
          thread_pools=adapter.thread_pools())
 
@@ -186,20 +200,27 @@ def probe(job: dict) -> None:
 
     adapter_class = import_adapter(job)
     device, threads, found = job["device"], job["config"]["threads"], {}
-    if job["size"]:
-        try:
-            product, library = adapter_class.matmul_probe(device, job["size"], threads)
-            found["product"] = {"status": "ok", "library": library, **time_product(product, job["size"]),
-                                "thread_pools": loaded_thread_pools(), **product_precision(adapter_class, device)}
-        except Unsupported as reason:
-            found["product"] = {"status": "skipped", "error": str(reason)}
-    if job["operations"]:
-        try:
-            times = {operation_key(op): time_operation(adapter_class.op_probe(device, op, threads))
-                     for op in job["operations"]}
-            found["operations"] = {"status": "ok", "times": times}
-        except Unsupported as reason:
-            found["operations"] = {"status": "skipped", "error": str(reason)}
+
+    def product() -> dict:
+        timed, library = adapter_class.matmul_probe(device, job["size"], threads)
+        return {"library": library, **time_product(timed, job["size"]), "thread_pools": loaded_thread_pools(),
+                **product_precision(adapter_class, device)}
+
+    def operations() -> dict:
+        return {"times": {operation_key(op): time_operation(adapter_class.op_probe(device, op, threads))
+                          for op in job["operations"]}}
+
+    for part, measure in (("product", product), ("operations", operations)):
+        if (job["size"] if part == "product" else job["operations"]):
+            try:  # each part alone: a probe that fails costs its own figures, never the other part's
+                found[part] = {"status": "ok", **measure()}
+            except Unsupported as reason:
+                found[part] = {"status": "skipped", "error": str(reason)}
+            except Exception as error:  # noqa: BLE001 (recorded with its message; the log has the traceback)
+                import traceback
+
+                traceback.print_exc()
+                found[part] = {"status": "error", "error": f"{type(error).__name__}: {error}"}
     emit("done", status="ok", **found)
 
 

@@ -1,6 +1,6 @@
 """The efficiency columns of runs.csv: a row's training FLOP/s against what the machine can do.
 
-Achieved FLOP/s counts the model's training FLOPs (harness/models.py) per second of a steady
+Achieved FLOP/s counts the model's training FLOPs (harness/models/) per second of a steady
 epoch, so it includes whatever else the step does (activations, the optimizer, Python). The
 references are the ceilings of harness/execute/ceilings.py, measured on the machine that ran the row:
 the machine's peak (the best 4096² product of any library), the row's own library's product, and

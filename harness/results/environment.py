@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -148,6 +149,18 @@ def git_state() -> dict:
 def steering_variables(env: dict[str, str]) -> dict[str, str]:
     """The variables that steer BLAS, OpenMP and the frameworks (threads, kernels, devices)."""
     return {k: v for k, v in sorted(env.items()) if k.startswith(ENV_PREFIXES)}
+
+
+def machine(facts: dict) -> str:
+    """A short fingerprint of what decides a row's speed, from collect()'s facts (of this session or of a node):
+    the CPU (model, family/model/stepping, vector extensions, usable cores), the GPUs, the memory, Python and the
+    versions of the numerical packages. Two rows with the same fingerprint ran on equal machines."""
+    cpu = facts.get("cpu") or {}
+    packages = {name: version for name, version in (facts.get("packages") or {}).items() if name != "pandas"}
+    decisive = {"cpu": [cpu.get("model"), cpu.get("family_model_stepping"), cpu.get("flags"), cpu.get("usable_cores")],
+                "gpus": [gpu.get("name") for gpu in facts.get("gpus") or []], "memory_gib": round(facts.get("memory_gib") or 0),
+                "python": facts.get("python"), "packages": packages}
+    return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def collect(threads: int, worker_env: dict[str, str] | None = None, matmul: dict | None = None,

@@ -41,18 +41,24 @@ def _log_seconds(axis) -> None:
     axis.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
-def learning_curves(epochs: pd.DataFrame, model: str, path: Path) -> None:
-    """Test accuracy against epoch and against training wall-clock seconds (compile included)."""
+def learning_curves(epochs: pd.DataFrame, model: str, path: Path, split: str = "test",
+                    measure: str = "eval_accuracy") -> None:
+    """Accuracy on the evaluation split (or, evaluated only at the end, the training loss) against epoch and
+    against training wall-clock seconds (compile included)."""
+    scale, what = (100, f"{split} accuracy (%)") if measure == "eval_accuracy" else (1, "training loss")
     plt = _pyplot()
     figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     rows = epochs[epochs["model"] == model].copy()
     rows["elapsed"] = rows.groupby(ROW + ["repeat"])["train_seconds"].cumsum()
+    if "step" in rows and rows["step"].notna().any():  # several evaluations an epoch: each epoch's last one
+        rows = rows.sort_values("step").groupby(ROW + ["repeat", "epoch"], sort=False).tail(1)
     for keys, group in rows.groupby(ROW, sort=False):
-        curve = group.groupby("epoch")[["eval_accuracy", "elapsed"]].median()
-        by_epoch.plot(curve.index, 100 * curve["eval_accuracy"], marker="o", label=_label(keys))
-        by_time.plot(curve["elapsed"], 100 * curve["eval_accuracy"], marker="o", label=_label(keys))
-    by_epoch.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"{model.upper()}: accuracy per epoch")
-    by_time.set(xlabel="training time (s, compile included)", title=f"{model.upper()}: accuracy against time")
+        curve = group.groupby("epoch")[[measure, "elapsed"]].median()
+        by_epoch.plot(curve.index, scale * curve[measure], marker="o", label=_label(keys))
+        by_time.plot(curve["elapsed"], scale * curve[measure], marker="o", label=_label(keys))
+    by_epoch.set(xlabel="epoch", ylabel=what, title=f"{model.upper()}: {what.split(' (')[0]} per epoch")
+    by_time.set(xlabel="training time (s, compile included)", title=f"{model.upper()}: {what.split(' (')[0]} "
+                "against time")
     _log_seconds(by_time)  # compile-heavy rows start late; log time keeps every row readable
     by_epoch.xaxis.set_major_locator(_ticker().MaxNLocator(integer=True))
     by_epoch.legend(fontsize="small")
@@ -146,7 +152,9 @@ def _save(figure, path: Path) -> None:
 def write_plots(directory: Path, runs: pd.DataFrame, epochs: pd.DataFrame, config: dict) -> dict[str, list[str]]:
     """All figures of a run folder; returns the file names per model, for summary.md to link."""
     ok = runs[runs["status"] == "ok"]
-    epochs = epochs.merge(ok[ROW + ["model", "device", "repeat"]], on=ROW + ["model", "device", "repeat"])
+    cell = ROW + ["model", "device", "repeat"] + [c for c in ok.columns if c.startswith("sweep.") and c in epochs]
+    epochs = epochs.merge(ok[cell], on=cell)
+    swept = (config.get("sweep") or {}).get("mode") in ("grid", "zip", "optuna")
     written: dict[str, list[str]] = {}
     for model in dict.fromkeys(ok["model"]):
         names = []
@@ -154,8 +162,10 @@ def write_plots(directory: Path, runs: pd.DataFrame, epochs: pd.DataFrame, confi
         if config.get("stop_at_target") and not epochs[epochs["model"] == model].empty:
             speedrun_curves(epochs, model, target, directory / f"{model}-speedrun.png")
             names.append(f"{model}-speedrun.png")
-        elif not epochs[epochs["model"] == model].empty:
-            learning_curves(epochs, model, directory / f"{model}-accuracy.png")
+        elif not epochs[epochs["model"] == model].empty and not swept:  # a sweep draws a panel per setting
+            measure = "train_loss" if config.get("evaluate") == "end" else "eval_accuracy"
+            learning_curves(epochs, model, directory / f"{model}-accuracy.png", config.get("eval_split", "test"),
+                            measure)
             names.append(f"{model}-accuracy.png")
         figures = [
             ("samples_per_second", "training samples per second (steady epochs)", "steady throughput", "throughput", 1),

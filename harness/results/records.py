@@ -27,7 +27,11 @@ RESULTS_DIR = ROOT / "results"
 SCHEMA = 3  # 3: op-floor and time-to-target columns, evaluation steps; 2: sessions, FLOPs without the images' gradient
 # The columns each schema added: a file of an older schema that this version still reads lacks only those.
 ADDED_IN = {3: {"step", "eval_seconds_to_target", "steps_to_target", "epochs_to_target", "floor_samples_per_second",
-                "floor_fraction"}}
+                "floor_fraction", "host", "machine", "params_file"}}
+# After the fixed columns, a sweep's own: its setting (sweep.optimizer.lr, ..., part of a row's identity) and the
+# Optuna trial that ran the row (harness/tuning/sweep.py, harness/tuning/search.py).
+SWEEP_PREFIX = "sweep."
+TRIAL = "trial"
 READABLE = (2, 3)
 KEYS = ["framework", "variant", "backend", "model", "device", "repeat", "seed"]
 EPOCH_COLUMNS = KEYS + [
@@ -79,6 +83,9 @@ RUN_COLUMNS = KEYS + [
     "batch_size",
     "dataset",
     "eval_split",
+    "params_file",  # the trained parameters, params/<cell>.npz in the run folder, with save_params
+    "host",  # the hostname of the machine that ran the cell
+    "machine",  # a fingerprint of what decides its speed (harness/results/environment.machine)
     "session",
     "schema",
 ]
@@ -121,6 +128,17 @@ def uninterrupted():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def sweep_columns(names) -> list[str]:
+    """The sweep columns among `names` (a header, a row, a DataFrame's columns), in their order."""
+    return [c for c in names if str(c).startswith(SWEEP_PREFIX)]
+
+
+def with_sweep_columns(rows: list[dict], columns: list[str]) -> list[str]:
+    """The fixed columns, then the sweep columns and the trial any row has, in the order they first appear."""
+    found = dict.fromkeys(c for row in rows for c in row if c.startswith(SWEEP_PREFIX) or c == TRIAL)
+    return columns + [c for c in found if c not in columns]
+
+
 def csv_text(rows: list[dict], columns: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
@@ -135,7 +153,8 @@ def summarise_run(identity: dict, evaluations: list[dict], target: float) -> dic
 
     Throughput uses steady epochs only (complete epochs 2..N); time to target is training wall time
     from the first step, compile included, until an evaluation first reaches the target, the
-    evaluations' own time apart (eval_seconds_to_target).
+    evaluations' own time apart (eval_seconds_to_target). With evaluate = "end" only the last row
+    holds an evaluation.
     """
     epochs: dict[int, dict] = {}
     for row in evaluations:
@@ -144,25 +163,28 @@ def summarise_run(identity: dict, evaluations: list[dict], target: float) -> dic
         epoch["samples"] += row["samples"]
         epoch["complete"] = row.get("end_of_epoch", True)
     record = {**identity, "epochs": len(epochs), "target_accuracy": target}
-    if not evaluations:
+    evaluated = [row for row in evaluations if row.get("eval_accuracy") is not None]
+    if not evaluated:
         return record
     ordered = [epochs[k] for k in sorted(epochs)]
     steady = [e for e in ordered[1:] if e["complete"]]
-    accuracies = [row["eval_accuracy"] for row in evaluations]
+    accuracies = [row["eval_accuracy"] for row in evaluated]
     steady_seconds = statistics.median(e["seconds"] for e in steady) if steady else None
     record.update(
         final_accuracy=accuracies[-1],
         best_accuracy=max(accuracies),
-        final_loss=evaluations[-1]["eval_loss"],
+        final_loss=evaluated[-1]["eval_loss"],
         first_epoch_seconds=ordered[0]["seconds"],
         steady_epochs=len(steady),
         steady_epoch_seconds=steady_seconds,
         samples_per_second=steady[-1]["samples"] / steady_seconds if steady else None,
-        eval_seconds=statistics.median(row["eval_seconds"] for row in evaluations),
+        eval_seconds=statistics.median(row["eval_seconds"] for row in evaluated),
     )
     elapsed = evaluating = 0.0
     for row in evaluations:
         elapsed += row["train_seconds"]
+        if row.get("eval_accuracy") is None:
+            continue
         evaluating += row["eval_seconds"]
         if row["eval_accuracy"] >= target:
             record.update(time_to_target_seconds=elapsed, eval_seconds_to_target=evaluating,
@@ -204,7 +226,9 @@ def read_records(path: Path, columns: list[str]) -> list[dict]:
 
 
 def cell_key(row: dict) -> tuple:
-    return (row["framework"], row["variant"], row["model"], row["device"], int(row["repeat"]))
+    """A row's cell (harness.config.Cell.key): what it ran and, in a sweep, the setting it ran with."""
+    setting = sorted((c, str(row[c])) for c in sweep_columns(row) if row[c] not in ("", None))
+    return (row["framework"], row["variant"], row["model"], row["device"], int(row["repeat"]), *setting)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -13,8 +13,17 @@ import pandas as pd
 
 from harness.errors import UserError
 from harness.results.plots import write_plots
-from harness.results.records import EPOCH_COLUMNS, RUN_COLUMNS, atomic_write, read_json, read_records
+from harness.results.records import (
+    EPOCH_COLUMNS,
+    RUN_COLUMNS,
+    SWEEP_PREFIX,
+    atomic_write,
+    read_json,
+    read_records,
+    sweep_columns,
+)
 from harness.results.stats import GROUP, cell_statistics, t_interval
+from harness.results.sweep_report import final_lines, setting_columns, sweep_lines
 
 TIMING_COLUMNS = {  # runs.csv column -> (heading, format of one value)
     "samples_per_second": ("steady samples/s", lambda v: f"{v:,.0f}"),
@@ -35,6 +44,7 @@ EFFICIENCY_COLUMNS = {
 }
 
 
+OPTIONAL_EFFICIENCY = ("floor_fraction", "peak_device_memory_mb")  # columns shown only where some row has them
 STEADY = {"samples_per_second", "steady_epoch_seconds", "gflops", "peak_fraction", "ceiling_fraction", "floor_fraction"}
 SINGLE = "¹"  # marks a figure that rests on one sample
 SINGLE_NOTE = (f"{SINGLE} one sample (a single repeat, or a single steady epoch of one): no spread to judge it by; "
@@ -61,34 +71,41 @@ def accuracy_text(values: pd.Series) -> str:
     return f"{100 * values.mean():.2f} ± {100 * values.std(ddof=1):.2f} (CI ±{100 * half:.2f})"
 
 
-def model_table(runs: pd.DataFrame, by_session: bool = False) -> pd.DataFrame:
+def model_table(runs: pd.DataFrame, by_session: bool = False, by_machine: bool = False) -> pd.DataFrame:
     """Accuracy and timings, one row per framework variant: medians (min–max) over the repeats that finished.
 
-    `by_session`: one row per session too, for a folder that mixes sessions which differ.
+    `by_session`: one row per session too, for a folder that mixes sessions which differ; `by_machine`: one row
+    per machine too, for a folder whose rows ran on several.
     """
     rows = []
-    group_by = GROUP + (["session"] if by_session else [])
+    group_by = GROUP + setting_columns(runs) + (["machine"] if by_machine else []) + (["session"] if by_session else [])
+    split = "validation" if "eval_split" in runs and (runs["eval_split"] == "validation").all() else "test"
     for keys, group in runs.groupby(group_by, sort=False, dropna=False):
         row = dict(zip(group_by, keys))
         row["n"] = len(group)
-        row["test accuracy %"] = accuracy_text(pd.to_numeric(group["final_accuracy"], errors="coerce").dropna())
+        row[f"{split} accuracy %"] = accuracy_text(pd.to_numeric(group["final_accuracy"], errors="coerce").dropna())
         row.update(_medians(group, TIMING_COLUMNS))
         if "optimizer_form" in group:
             row["optimizer form"] = "; ".join(dict.fromkeys(group["optimizer_form"].dropna().astype(str))) or "–"
         rows.append(row)
-    return pd.DataFrame(rows).drop(columns=["model"])  # in the order the cells ran
+    # in the order the cells ran; a sweep's settings named by their keys
+    return pd.DataFrame(rows).drop(columns=["model"]).rename(columns=lambda c: c.removeprefix(SWEEP_PREFIX))
 
 
-def efficiency_table(runs: pd.DataFrame) -> pd.DataFrame:
+def efficiency_table(runs: pd.DataFrame, by_machine: bool = False) -> pd.DataFrame:
     """Achieved training FLOP/s against the machine's peak and the row's own library's ceiling; memory."""
     rows = []
-    for keys, group in runs.groupby(GROUP, sort=False, dropna=False):
-        row = dict(zip(GROUP[:2], keys))
+    group_by = GROUP + (["machine"] if by_machine else [])
+
+    def measured(column: str) -> bool:
+        return pd.to_numeric(runs.get(column, pd.Series(dtype=float)), errors="coerce").notna().any()
+
+    # device memory on a GPU only, the op floor where it was measured (not in runs of an older layout)
+    shown = {k: v for k, v in EFFICIENCY_COLUMNS.items() if k not in OPTIONAL_EFFICIENCY or measured(k)}
+    for keys, group in runs.groupby(group_by, sort=False, dropna=False):
+        row = dict(zip(GROUP[:2], keys)) | ({"machine": keys[-1]} if by_machine else {})
         row["own ceiling"] = _ceiling_text(group)
-        device_mb = group.get("peak_device_memory_mb", pd.Series(dtype=float))
-        on_device = pd.to_numeric(device_mb, errors="coerce").notna().any()
-        row.update(_medians(group, {k: v for k, v in EFFICIENCY_COLUMNS.items()
-                                    if on_device or k != "peak_device_memory_mb"}))
+        row.update(_medians(group, shown))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -171,7 +188,9 @@ def step_profile(rows: pd.DataFrame, floor: dict | None) -> pd.DataFrame:
         step = floor["batch"] / speed
         found.append({"framework": framework, "variant": variant, "steady step ms": f"{1e3 * step:.2f}",
                       f"{library} heavy operations ms": f"{1e3 * own:.2f} ({100 * own / step:.0f}%)",
-                      "everything else ms": f"{1e3 * (step - own):.2f} ({100 * (step - own) / step:.0f}%)",
+                      "everything else ms": (f"{1e3 * (step - own):.2f} ({100 * (step - own) / step:.0f}%)"
+                                             if step > own else "– (its operations ran faster inside the step than "
+                                                                 "alone)"),
                       "op floor ms": f"{1e3 * floor['seconds']:.2f}" if floor.get("seconds") else "–"})
     frame = pd.DataFrame(found)
     if not frame.empty:  # the library column's heading differs per row: one column, named once
@@ -209,17 +228,24 @@ def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots:
     sessions = environment.get("sessions") or [{}]
     first = sessions[0]
     cpu = first.get("cpu", {}).get("model", "?")
+    threads = first.get("threads") or "each node's own"  # 0: a remote executor's nodes each used their cores
     lines = [f"# {config.get('name', 'run')}: {config.get('dataset', '')}", ""]
     lines.append(
-        f"{cpu}, {first.get('threads', '?')} threads, BLAS {config.get('blas', 'environment')}, "
+        f"{cpu}, {threads} threads, BLAS {config.get('blas', 'environment')}, "
         f"Python {first.get('python', '?')}, {first.get('time_utc', '')}. "
         f"Median over repeats (min–max when n > 1); throughput from steady epochs (2..N) only; "
         f"time to target counts training from the first step, compile included."
     )
-    lines += ["", ceilings_text(first.get("matmul") or {})]
+    matmuls = ceilings_by_machine(sessions)  # machine -> the ceilings its rows were judged against
+    several = len(machines_of(runs)) > 1
+    if several or any("hosts" in s for s in sessions):
+        lines += machines_text(sessions)
+    for machine, matmul in matmuls.items() if several else list(matmuls.items())[:1]:
+        lines += ["", (f"On `{machine}`: " if several else "") + ceilings_text(matmul)]
     lines += device_text(first, config.get("device"))
     lines += sessions_text(sessions, runs)
     mixed = any(s.get("differs_from_first") for s in sessions)
+    first_matmul = next(iter(matmuls.values()), {})
     for model in dict.fromkeys(runs["model"]):
         rows = ok[ok["model"] == model]
         if rows.empty:
@@ -229,13 +255,16 @@ def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots:
                   f"target accuracy {settings.get('target_accuracy', '?')}", ""]
         if config.get("stop_at_target"):
             lines += speedrun_text(runs[runs["model"] == model], settings, config)
-        lines.append(model_table(rows, by_session=mixed).to_markdown(index=False))
+        mode = (config.get("sweep") or {}).get("mode")
+        if mode:
+            lines += final_lines(rows, config) if mode == "selected" else sweep_lines(rows, config)
+        lines.append(model_table(rows, by_session=mixed, by_machine=several).to_markdown(index=False))
         if "gflops" in rows and rows["gflops"].notna().any():
-            lines += ["", "Efficiency and memory:", "", efficiency_table(rows).to_markdown(index=False)]
+            lines += ["", "Efficiency and memory:", "", efficiency_table(rows, several).to_markdown(index=False)]
         key = floor_key_of(config, model)
-        floor = ((first.get("matmul") or {}).get("floor") or {}).get(key)
-        lines += floor_text(first.get("matmul") or {}, key)
-        profile = step_profile(rows, floor)
+        floor = ((first_matmul or {}).get("floor") or {}).get(key)
+        lines += floor_text(first_matmul or {}, key) if not several else []
+        profile = step_profile(rows, floor) if not several else pd.DataFrame()
         if not profile.empty:
             lines += ["", "A steady step, split into the row's own library's heavy operations (each timed alone, "
                       "as for the floor) and everything else (elementwise work, the optimizer, the framework's "
@@ -246,7 +275,7 @@ def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots:
     failed = runs[runs["status"] != "ok"]
     if not failed.empty:
         lines += ["", "## Cells that did not finish", ""]
-        table = failed[GROUP + ["repeat", "status", "error"]].fillna("")
+        table = failed[GROUP + setting_columns(failed) + ["repeat", "status", "error"]].fillna("")
         lines.append(table.to_markdown(index=False))
     return "\n".join(lines) + "\n"
 
@@ -260,7 +289,9 @@ def speedrun_text(rows: pd.DataFrame, settings: dict, config: dict) -> list[str]
             "runs from the first training step (compilation included) to the first evaluation at the target "
             f"(evaluated after {every} steps of an epoch and at its end; the evaluations' own time apart); the "
             "score is the mean after dropping the fastest and the slowest seed, and a row where more than one "
-            "seed in ten missed the target gets none.", "", speedrun_table(rows).to_markdown(index=False), "",
+            "seed in ten missed the target gets none; the last column scores the same seeds with the evaluations "
+            "inside the clock, as MLPerf's wall clock has them. \"first epoch s\" below is the time to the stop "
+            "where a seed stopped within its first epoch.", "", speedrun_table(rows).to_markdown(index=False), "",
             "Every seed's run:", ""]
 
 
@@ -275,11 +306,61 @@ def floor_key_of(config: dict, model: str) -> str | None:
         return None
 
 
+def machines_of(runs: pd.DataFrame) -> list[str]:
+    """The machines the folder's finished rows ran on (none for rows written before machines were recorded)."""
+    ok = runs[runs["status"] == "ok"] if "status" in runs else runs
+    return sorted({str(m) for m in ok.get("machine", pd.Series(dtype=str)).dropna() if str(m)})
+
+
+def host_records(sessions: list[dict]) -> dict[str, dict]:
+    """host -> its first record over the sessions: a local session is its own host's record, a remote
+    executor's session holds one per node."""
+    found: dict[str, dict] = {}
+    for session in sessions:
+        if "hosts" in session:
+            for host, record in session["hosts"].items():
+                found.setdefault(host, record)
+        elif session.get("host"):
+            found.setdefault(session["host"], session)
+    return found
+
+
+def ceilings_by_machine(sessions: list[dict]) -> dict[str, dict]:
+    """machine -> the ceilings its rows were judged against (the first host of that machine's)."""
+    found: dict[str, dict] = {}
+    for record in host_records(sessions).values():
+        found.setdefault(record.get("machine", ""), record.get("matmul") or {})
+    return found or {"": (sessions[0].get("matmul") or {}) if sessions else {}}
+
+
+def machines_text(sessions: list[dict]) -> list[str]:
+    """The machines of the folder, one line each: its fingerprint, hosts, CPU, cores, memory, GPUs."""
+    machines: dict[str, dict] = {}
+    for host, record in host_records(sessions).items():
+        entry = machines.setdefault(record.get("machine", ""), {"hosts": [], "record": record})
+        entry["hosts"].append(host)
+    rows = []
+    for machine, entry in machines.items():
+        record = entry["record"]
+        cpu, peak = record.get("cpu") or {}, (record.get("matmul") or {}).get("peak") or {}
+        rows.append({"machine": machine or "?", "hosts": ", ".join(entry["hosts"]), "CPU": cpu.get("model", "?"),
+                     "usable cores": cpu.get("usable_cores", "?"), "memory GiB": record.get("memory_gib", "?"),
+                     "GPUs": ", ".join(g.get("name", "?") for g in record.get("gpus") or []) or "none",
+                     "peak GFLOP/s": f"{peak['library']} {peak['gflops']:,.0f}" if peak else "–"})
+    return ["", "Machines (each row's `machine`: a fingerprint of the CPU, usable cores, GPUs, memory, Python and "
+            "numerical packages; each was measured on its own host):", "", pd.DataFrame(rows).to_markdown(index=False)]
+
+
 def sessions_text(sessions: list[dict], runs: pd.DataFrame) -> list[str]:
     """Nothing for a run written in one go; which session wrote which rows, and what differed, otherwise."""
+    counts = runs["session"].value_counts().to_dict() if "session" in runs else {}
+    if any(s.get("source") for s in sessions):  # bench.py merge: each session names the folder it came from
+        described = "; ".join(f"session {s.get('session')}: {s['source']['folder']} (its session "
+                              f"{s['source']['session']}, {s.get('time_utc', '?')}, host {s.get('host', '?')}): "
+                              f"{counts.get(s.get('session'), 0)} rows" for s in sessions)
+        return ["", f"Merged by bench.py merge from {len(sessions)} sessions: {described}."]
     if len(sessions) < 2:
         return []
-    counts = runs["session"].value_counts().to_dict() if "session" in runs else {}
     described = ", ".join(f"session {s.get('session')} ({s.get('time_utc', '?')}, commit "
                           f"{str(s.get('git', {}).get('commit', ''))[:10]}): {counts.get(s.get('session'), 0)} cells"
                           for s in sessions)
@@ -292,13 +373,19 @@ def sessions_text(sessions: list[dict], runs: pd.DataFrame) -> list[str]:
     return lines
 
 
+def read_frame(path: Path) -> pd.DataFrame:
+    """runs.csv or epochs.csv as a DataFrame, a sweep's settings kept as the text they were written as."""
+    settings = sweep_columns(pd.read_csv(path, nrows=0).columns)
+    return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=dict.fromkeys(settings, str))
+
+
 def write_summary(directory: Path) -> str:
     """(Re)build summary.md from the files of a run folder; return its text."""
     runs_path = directory / "runs.csv"
     if not runs_path.exists():
         raise UserError(f"{directory} has no runs.csv: give the folder of a run, e.g. results/<time>-quick")
     read_records(runs_path, RUN_COLUMNS)  # refuses a truncated file, missing columns or another layout
-    runs = pd.read_csv(runs_path, keep_default_na=False, na_values=[""])
+    runs = read_frame(runs_path)
     environment = read_json(directory / "environment.json")
     config = read_json(directory / "config.json")
     if runs.empty:
@@ -308,8 +395,13 @@ def write_summary(directory: Path) -> str:
     epochs = None
     if epochs_path.exists():
         read_records(epochs_path, EPOCH_COLUMNS)
-        epochs = pd.read_csv(epochs_path)
+        epochs = read_frame(epochs_path)
     plots = write_plots(directory, runs, epochs, config) if epochs is not None and not epochs.empty else {}
+    if (config.get("sweep") or {}).get("mode") in ("grid", "zip", "optuna"):
+        from harness.results.sweep_plots import write_sweep_plots
+
+        for model, names in write_sweep_plots(directory, runs, epochs, config).items():
+            plots.setdefault(model, []).extend(names)
     atomic_write(directory / "statistics.csv", cell_statistics(runs).to_csv(index=False))
     text = summary_markdown(runs, environment, config, plots)
     atomic_write(directory / "summary.md", text)

@@ -32,6 +32,7 @@ from harness.results.records import (
     read_json,
     read_records,
     uninterrupted,
+    with_sweep_columns,
     write_json,
 )
 
@@ -147,6 +148,14 @@ class RunFolder:
         write_json(self.directory / "environment.json", environment)
         return self.session
 
+    def add_host(self, host: str, record: dict) -> None:
+        """Record a node's host record in this session's "hosts" (a remote executor's nodes arrive as they run);
+        earlier sessions stay as they were."""
+        environment = self.environment()
+        session = next(s for s in environment["sessions"] if s.get("session") == self.session)
+        session.setdefault("hosts", {})[host] = record
+        write_json(self.directory / "environment.json", environment)
+
     def write_config(self, values: dict) -> None:
         write_json(self.directory / "config.json", values)
 
@@ -158,8 +167,8 @@ class RunFolder:
         stamp = {"session": self.session, "schema": SCHEMA}
         runs, epochs = [*self.runs, {**run, **stamp}], [*self.epochs, *({**e, **stamp} for e in epochs)]
         with uninterrupted():  # no Ctrl-C between the two files (a row in epochs.csv alone is ignored on resume)
-            atomic_write(self.directory / "epochs.csv", csv_text(epochs, EPOCH_COLUMNS))
-            atomic_write(self.directory / "runs.csv", csv_text(runs, RUN_COLUMNS))
+            atomic_write(self.directory / "epochs.csv", csv_text(epochs, with_sweep_columns(epochs, EPOCH_COLUMNS)))
+            atomic_write(self.directory / "runs.csv", csv_text(runs, with_sweep_columns(runs, RUN_COLUMNS)))
         self.runs, self.epochs = runs, epochs
 
     def keep_finished(self) -> None:

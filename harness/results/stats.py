@@ -36,11 +36,12 @@ def describe(values: pd.Series) -> dict[str, float]:
 
 
 def cell_statistics(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (framework, variant, backend, model, device) over its finished repeats."""
+    """One row per (framework, variant, backend, model, device), and sweep setting, over its finished repeats."""
     ok = runs[runs["status"] == "ok"]
     rows = []
-    for keys, group in ok.groupby(GROUP, sort=False, dropna=False):
-        row = dict(zip(GROUP, keys))
+    group_by = GROUP + [c for c in ok.columns if str(c).startswith("sweep.")]
+    for keys, group in ok.groupby(group_by, sort=False, dropna=False):
+        row = dict(zip(group_by, keys))
         row["repeats"] = len(group)
         accuracy = pd.to_numeric(group["final_accuracy"], errors="coerce").dropna().to_numpy(float)
         row.update(accuracy_mean=accuracy.mean() if len(accuracy) else np.nan,

@@ -30,7 +30,7 @@ class ParityFaultsAdapter(NumpyAdapter):
     extra = "dev"
     modules = ("numpy",)
     devices = ("cpu",)
-    models = ("mlp", "cnn")
+    models = ("mlp", "cnn", "rnn", "vit")
     variants = (
         "correct", "own_init", "reversed_batches", "last_batch_dropped", "rate_decayed_per_step",
         "no_dropout_in_training", "dropout_in_evaluation", "keep_probability_as_rate", "adam_epsilon_other_form",

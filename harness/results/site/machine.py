@@ -1,7 +1,9 @@
 """The machine a row ran on, as one short name: rows compare over time only on the same machine.
 
-runs.csv may carry a `machine` column; where it does, its value wins. Otherwise the name comes
-from the session that wrote the row: the CPU model and its core count, and the GPUs by name.
+runs.csv may carry a `machine` column; where it does, its value wins, the fingerprint a run records
+(harness/results/environment.machine) shown by the name of the host record it belongs to. Otherwise
+the name comes from the session that wrote the row: the CPU model and its core count, and the GPUs
+by name.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ def with_machine(runs: pd.DataFrame, sessions: list[dict]) -> pd.DataFrame:
     numbers = pd.to_numeric(runs["session"], errors="coerce") if "session" in runs else pd.Series(index=runs.index)
     derived = numbers.map(by_session)
     derived = derived.fillna(fallback)
-    if "machine" in runs:
+    if "machine" in runs:  # a fingerprint reads as its host's name (hosts: a remote executor's nodes)
+        named = {record["machine"]: machine_name(record) for s in sessions
+                 for record in [s, *(s.get("hosts") or {}).values()] if record.get("machine")}
+        runs["machine"] = runs["machine"].map(lambda m: named.get(m, m) if isinstance(m, str) else m)
         runs["machine"] = runs["machine"].where(runs["machine"].notna() & (runs["machine"].astype(str) != ""), derived)
     else:
         runs["machine"] = derived
