@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.config import load_config  # noqa: E402
+from harness.config import load_config, network_settings  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 
 GOAL = 0.97
@@ -51,12 +51,21 @@ def benchmark_configs(args: argparse.Namespace) -> list:
     """One config per model: its rows and settings on the synthetic set, without ceilings (nothing here needs them)."""
     split = lambda text: text.split(",") if text else None  # noqa: E731
     overrides = {"frameworks": split(args.frameworks), "epochs": args.epochs}
-    models = load_config(args.config, {**overrides, "models": split(args.models)}).values["models"]
+    planned = load_config(args.config).values["models"]
+    models = split(args.models) or [m for m in planned if m in TRAIN_IMAGES]
+    if not args.models and set(planned) - set(models):
+        print(f"note: {', '.join(m for m in planned if m not in models)} left out: the bare loops train "
+              f"{' and '.join(TRAIN_IMAGES)} only", file=sys.stderr)
+    unknown = sorted(set(models) - set(TRAIN_IMAGES))
+    if unknown:
+        raise UserError(f"--models names {unknown[0]!r}: the bare loops (benchmarks/bare/) train "
+                        f"{' and '.join(TRAIN_IMAGES)} only")
     configs = []
     for model in models:
         config = load_config(args.config, {**overrides, "models": [model]})
         config.values.update(dataset="synthetic", repeats=1, matmul_size=0)
         config.values["synthetic"] = {"train": args.train or TRAIN_IMAGES[model], "eval": 1000}
+        config.values[model]["train_samples"] = 0  # both loops train on every synthetic image
         configs.append(config)
     return configs
 
@@ -86,7 +95,7 @@ def bare_speed(cell, config) -> float | None:
            "seed": cell.seed,
            "batch_size": values["batch_size"], "train": values["synthetic"]["train"], "threads": values["threads"],
            "lr": values["optimizer"]["lr"], "options": values["options"].get(cell.framework, {}),
-           **{k: v for k, v in settings.items() if k not in ("epochs", "target_accuracy")}}
+           **network_settings(settings)}
     # the cell's own environment: its threads, BLAS and malloc settings, and its device (a CPU cell sees no GPU;
     # Keras on PyTorch takes its device from KERAS_TORCH_DEVICE, as the adapter sets it)
     env = {**worker_environment(config), **info.variant_env.get(cell.variant, {}),

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+from abc import ABC, abstractmethod
 
 import numpy as np
 import tensorflow as tf
@@ -40,7 +41,7 @@ from harness.models.operations import FIRST_TRANSPOSED, SECOND_TRANSPOSED
 from harness.models.recurrent import FEATURES, STEPS
 
 
-class Model(tf.Module):
+class Model(tf.Module, ABC):
     """The ModelSpec's parameters as variables named after the canonical ones, and the dropout before the classifier."""
 
     def __init__(self, spec: ModelSpec, seed: int) -> None:
@@ -56,8 +57,9 @@ class Model(tf.Module):
         # Philox, named: the default lets XLA:CPU pick ThreeFry, which made the xla MLP 6x slower here.
         return tf.nn.experimental.stateless_dropout(x, self.spec.dropout, seed=self.dropout_seed, rng_alg="philox")
 
+    @abstractmethod
     def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
-        raise NotImplementedError  # each model's forward pass
+        """Each model's forward pass: logits of the batch."""
 
 
 class FeedForward(Model):

@@ -109,6 +109,7 @@ OPTIMIZER = {
 }
 MODEL_COMMON = {
     "epochs": (int, None, _positive),
+    "train_samples": (int, 0, _non_negative),  # train on the first N training images; 0 = all of them
     "dropout": (NUMBER, None, _fraction),
     "target_accuracy": (NUMBER, None, lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
 }
@@ -126,6 +127,25 @@ MODEL_DEFAULTS = {
     "rnn": {"epochs": 10, "dropout": 0.1, "target_accuracy": 0.985},
     "vit": {"epochs": 12, "dropout": 0.2, "target_accuracy": 0.97},
 }
+
+
+def with_model_defaults(values: dict) -> dict:
+    """A resolved config with each model table's keys that have defaults filled in where missing: a run folder
+    written before a key existed (train_samples) compares equal to one of the same settings written after."""
+    tables = {m: {**{k: d for k, (_, d, _) in MODELS[m].items() if d is not None}, **values[m]}
+              for m in MODELS if isinstance(values.get(m), dict)}
+    return {**values, **tables}
+
+
+# A model table's keys that say how it is trained, not what the network is.
+TRAINING_KEYS = ("epochs", "target_accuracy", "train_samples")
+
+
+def network_settings(table: dict) -> dict:
+    """A model table's network: its sizes and dropout, without TRAINING_KEYS."""
+    return {k: v for k, v in table.items() if k not in TRAINING_KEYS}
+
+
 SYNTHETIC = {"train": (int, 512, _positive), "eval": (int, 256, _positive)}
 SLURM = {  # [slurm]: how `executor = "slurm"` submits cells (harness/execute/slurm.py)
     "partition": (str, "", None),  # sbatch --partition; "" = the cluster's default
@@ -185,8 +205,7 @@ class Config:
         return OptimizerSpec(**{**values, "betas": tuple(values["betas"])})
 
     def model(self, name: str) -> ModelSpec:
-        settings = {k: v for k, v in self.values[name].items() if k not in ("epochs", "target_accuracy")}
-        return model_spec(name, **settings)
+        return model_spec(name, **network_settings(self.values[name]))
 
     def cells(self) -> list[Cell]:
         """Every cell the config plans; in an Optuna search, the cells each trial runs, before the study gives
@@ -292,7 +311,7 @@ def _check_combinations(values: dict) -> None:
             raise ConfigError(f"unknown model {model!r}: known models are {', '.join(MODELS)}")
     for model in MODELS:
         try:
-            model_spec(model, **{k: v for k, v in values[model].items() if k not in ("epochs", "target_accuracy")})
+            model_spec(model, **network_settings(values[model]))
         except ValueError as error:
             raise ConfigError(f"[{model}] describes no network: {error}") from None
     if not values["models"]:
@@ -306,10 +325,8 @@ def _check_combinations(values: dict) -> None:
     if values["validation"] >= images:
         raise ConfigError(f"validation = {values['validation']} leaves no training images of the {images}: "
                           "hold out fewer")
-    if values["batch_size"] > images - values["validation"]:
-        raise ConfigError(f"batch_size = {values['batch_size']} is more than the {images - values['validation']} "
-                          "training images: use a smaller batch or more data")
-    _check_schedule(values, (images - values["validation"]) // values["batch_size"])
+    _check_training_sets(values, images - values["validation"])
+    _check_schedule(values)
     if values["seed"] + values["repeats"] > SEED_LIMIT:
         raise ConfigError(f"seed = {values['seed']} plus repeats must stay below 2^31 (frameworks keep 32-bit seeds)")
     cpus = available_cpus()
@@ -335,12 +352,31 @@ def _check_executor(values: dict) -> None:
                           "measures its ceilings)")
 
 
-def _check_schedule(values: dict, steps_per_epoch: int) -> None:
+def training_images(values: dict, model: str) -> int:
+    """How many images one epoch of the model trains on: train_samples, else every image not held out."""
+    images = TRAINING_IMAGES.get(values["dataset"], values["synthetic"]["train"]) - values["validation"]
+    return values[model]["train_samples"] or images
+
+
+def _check_training_sets(values: dict, images: int) -> None:
+    """Each planned model's training set holds a batch, and train_samples no more images than there are."""
+    for model in values["models"]:
+        wanted = values[model]["train_samples"]
+        if wanted > images:
+            raise ConfigError(f"{model}.train_samples = {wanted} is more than the {images} training images: use "
+                              f"at most {images}, or 0 for all of them")
+        if values["batch_size"] > (wanted or images):
+            raise ConfigError(f"batch_size = {values['batch_size']} is more than the {wanted or images} training "
+                              f"images of the {model}: use a smaller batch or more data")
+
+
+def _check_schedule(values: dict) -> None:
     """A warm-up and cosine decay needs a step of decay after its warm-up, in every model's training."""
     settings = values["optimizer"]
     if settings["schedule"] != "warmup_cosine":
         return
     for model in values["models"]:
+        steps_per_epoch = training_images(values, model) // values["batch_size"]
         total = values[model]["epochs"] * steps_per_epoch
         spec = OptimizerSpec(**{**settings, "betas": tuple(settings["betas"])}, steps_per_epoch=steps_per_epoch,
                              total_steps=total)

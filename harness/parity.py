@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.config import Cell, Config
+from harness.config import Cell, Config, network_settings
 from harness.models import OptimizerSpec, model_spec
 
 SEED = 0
@@ -268,7 +268,7 @@ def _dropout_check(seen: dict, ref: dict, name: str, undropped: float) -> tuple[
 
 
 def _sizes(config: Config, model: str) -> tuple[dict, float]:
-    settings = {k: v for k, v in config.values[model].items() if k not in ("epochs", "target_accuracy")}
+    settings = network_settings(config.values[model])
     return {k: v for k, v in settings.items() if k != "dropout"}, settings["dropout"]
 
 

@@ -14,7 +14,8 @@ def test_quick_config_resolves_every_framework_and_default():
     config = load_config(ROOT / "configs" / "quick.toml")
     assert config.name == "quick"
     assert "numpy" in config.frameworks
-    assert config.values["mlp"]["epochs"] == 3 and config.values["cnn"]["epochs"] == 2
+    assert config.models == ["mlp", "cnn", "rnn", "vit"] and {config.values[m]["epochs"] for m in config.models} == {2}
+    assert config.values["mlp"]["train_samples"] == 20000 and config.values["vit"]["train_samples"] == 8000
     assert config.threads >= 1
     assert config.optimizer.name == "adam" and config.optimizer.betas == (0.9, 0.999)
 
@@ -31,6 +32,20 @@ def test_the_lstm_and_the_vit_are_configured_like_the_others():
     vit = config.model("vit")
     assert (vit.width, vit.heads, vit.depth, vit.mlp, vit.patch) == (32, 2, 2, 128, 7)
     assert config.values["vit"]["target_accuracy"] == 0.97
+
+
+def test_train_samples_is_how_the_model_is_trained_not_the_network():
+    config = resolve({"cnn": {"train_samples": 10000}}, "x")
+    assert config.values["cnn"]["train_samples"] == 10000 and config.values["mlp"]["train_samples"] == 0
+    assert config.model("cnn") == resolve({}, "x").model("cnn")  # the same network, its op floor's key too
+
+
+def test_a_config_written_before_train_samples_compares_equal_to_one_written_after():
+    from harness.config import with_model_defaults
+
+    now = resolve({}, "x").values
+    before = {**now, "mlp": {k: v for k, v in now["mlp"].items() if k != "train_samples"}}
+    assert before != now and with_model_defaults(before) == with_model_defaults(now) == now
 
 
 def test_overrides_replace_config_values():
@@ -59,6 +74,10 @@ def test_overrides_replace_config_values():
         ({"threads": 10_000}, "threads = 10000 is more than the"),
         ({"batch_size": 100, "dataset": "synthetic", "synthetic": {"train": 64}}, "is more than the 64 training"),
         ({"validation": 60000}, "validation = 60000 leaves no training images"),
+        ({"mlp": {"train_samples": 60001}}, "mlp.train_samples = 60001 is more than the 60000 training images"),
+        ({"validation": 5000, "cnn": {"train_samples": 60000}}, "is more than the 55000 training images"),
+        ({"mlp": {"train_samples": 100}}, "batch_size = 128 is more than the 100 training images of the mlp"),
+        ({"mlp": {"train_samples": -1}}, "mlp.train_samples = -1 must be 0 or more"),
         ({"seed": 2**31}, "must stay below 2^31"),
         ({"name": "../elsewhere"}, "names the results folder"),
         ({"models": ["mlp", "mlp"]}, "models lists 'mlp' more than once"),

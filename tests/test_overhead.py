@@ -84,3 +84,11 @@ def test_a_bare_loop_runs_on_the_cells_device_with_the_cells_environment(overhea
 @pytest.mark.parametrize("framework", ["numpy", "torch", "jax"])
 def test_every_bare_loop_reads_the_device_from_its_job(framework):
     assert 'job["device"]' in (ROOT / "benchmarks" / "bare" / f"{framework}_loop.py").read_text()
+
+
+def test_the_quick_configs_subsets_and_models_without_a_bare_loop_are_left_out(overhead):
+    configs = overhead.benchmark_configs(arguments(config=str(ROOT / "configs" / "quick.toml")))
+    assert [c.values["models"] for c in configs] == [["mlp"], ["cnn"]]  # quick's rnn and vit have no bare loop
+    assert all(c.values[m]["train_samples"] == 0 for c in configs for m in c.values["models"])
+    with pytest.raises(overhead.UserError, match="--models names 'rnn': the bare loops"):
+        overhead.benchmark_configs(arguments(models="mlp,rnn"))

@@ -55,6 +55,17 @@ def test_bench_run_writes_every_file_with_every_column(tmp_path):
     assert "samples_per_second_median" in (out / "statistics.csv").read_text()
 
 
+def test_train_samples_cuts_each_epoch_to_the_first_images(tmp_path):
+    config = tmp_path / "subset.toml"  # the smoke config, its MLP on 96 of the 256 synthetic images: 3 batches of 32
+    config.write_text(SMOKE.read_text().replace('models = ["mlp", "cnn"]', 'models = ["mlp"]')
+                      .replace("[mlp]\n", "[mlp]\ntrain_samples = 96\n"))
+    result = subprocess.run([sys.executable, "bench.py", "run", str(config), "--out", str(tmp_path / "run"), "--quiet"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert [int(e["step"]) for e in read(tmp_path / "run" / "epochs.csv")] == [3, 6]
+    assert "## MLP: 2 epochs of the first 96 training images" in result.stdout
+
+
 @pytest.fixture
 def faulty_config():
     adapters = {**discover(), **discover(ROOT / "tests" / "adapters")}

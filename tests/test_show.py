@@ -1,35 +1,15 @@
 """Saved parameters and bench.py show on the synthetic set, NumPy only."""
 
 import csv
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from harness.models import model_spec
 from harness.results import params
+from tests.tiny_run import bench, tiny_config
 
-ROOT = Path(__file__).resolve().parent.parent
-RUN = """
-name = "tiny-show"
-dataset = "synthetic"
-frameworks = ["numpy"]
-models = ["mlp", "cnn", "rnn", "vit"]
-threads = 1
-batch_size = 32
-timeout_s = 60
-ceilings = "off"
-save_params = true
-
-[synthetic]
-train = 240
-eval = 96
-
-[optimizer]
-lr = 1e-2
-
+RUN = tiny_config('name = "tiny-show"\nmodels = ["mlp", "cnn", "rnn", "vit"]', """
 [mlp]
 epochs = 2
 hidden = [16]
@@ -49,12 +29,7 @@ width = 8
 depth = 1
 heads = 2
 mlp = 16
-"""
-
-
-def bench(*args):
-    return subprocess.run([sys.executable, "bench.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+""")
 
 
 @pytest.fixture(scope="module")

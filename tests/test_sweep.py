@@ -3,38 +3,18 @@
 import csv
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from harness.config import ConfigError, resolve
 from harness.results.records import EPOCH_COLUMNS, RUN_COLUMNS
+from tests.tiny_run import bench, tiny_config
 
-ROOT = Path(__file__).resolve().parent.parent
 BASE = {"dataset": "synthetic", "frameworks": ["numpy"], "models": ["mlp", "cnn"], "threads": 1, "batch_size": 32,
         "ceilings": "off", "timeout_s": 60, "synthetic": {"train": 240, "eval": 96},
         "mlp": {"epochs": 2, "hidden": [16]}, "cnn": {"epochs": 2, "channels": [4, 8], "dense": 16}}
-SWEEP = """
-name = "tiny-sweep"
-dataset = "synthetic"
-frameworks = ["numpy"]
-models = ["mlp", "cnn"]
-threads = 1
-batch_size = 32
-timeout_s = 60
-ceilings = "off"
-repeats = 2
-save_params = true
-
-[synthetic]
-train = 240
-eval = 96
-
-[optimizer]
-lr = 1e-2
-
+SWEEP = tiny_config('name = "tiny-sweep"\nmodels = ["mlp", "cnn"]\nrepeats = 2', """
 [mlp]
 epochs = 2
 hidden = [16]
@@ -48,7 +28,7 @@ dense = 16
 mode = "grid"
 "optimizer.lr" = [1e-3, 1e-2]
 mlp.dropout = [0.0, 0.3]
-"""
+""")
 
 
 def config(**sweep):
@@ -58,11 +38,6 @@ def config(**sweep):
 def read(path: Path) -> list[dict]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
-
-
-def bench(*args, timeout=300):
-    return subprocess.run([sys.executable, "bench.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def test_a_grid_is_every_combination_and_a_zip_pairs_the_lists():
@@ -96,6 +71,7 @@ def test_a_sweep_evaluates_on_a_validation_hold_out_and_resolves_again_to_itself
     ({"mlp.hiden": [[8]]}, "[sweep] unknown key mlp.'hiden': known keys are epochs, dropout, hidden"),
     ({"mlp.hidden": [8, 16]}, "[sweep] mlp.hidden = 8 must be list"),
     ({"frameworks": [["numpy"]]}, "[sweep] cannot vary frameworks"),
+    ({"mlp.train_samples": [96, 192]}, "[sweep] cannot vary mlp.train_samples"),
     ({"rnn.hidden": [8]}, "[sweep] varies rnn.hidden, but models = ['mlp', 'cnn'] trains no rnn"),
     ({"optimizer.lr": 1e-3}, "[sweep] optimizer.lr = 0.001 must be a non-empty list of the values to try"),
     ({"optimizer.lr": [1e-3, 1e-3]}, "[sweep] optimizer.lr lists 0.001 more than once"),

@@ -61,7 +61,7 @@ def product_precision(adapter_class, device: str) -> dict:
 
 # Each step operation is timed for OP_BUDGET_S (at least OP_MIN_REPEATS calls): small operations repeat
 # hundreds of times, so the median is steady; the sum over a model's operations is its op floor.
-OP_BUDGET_S = 0.15
+OP_BUDGET_S = 0.06
 OP_MIN_REPEATS = 10
 
 

@@ -41,6 +41,15 @@ def load_dataset(job: dict):
     )
 
 
+def first_images(dataset, count: int):
+    """The dataset with its training set cut to the first `count` images (a model's train_samples; 0 keeps all)."""
+    from dataclasses import replace
+
+    if not count:
+        return dataset
+    return replace(dataset, x_train=dataset.x_train[:count], y_train=dataset.y_train[:count])
+
+
 def import_adapter(job: dict):
     """Import the cell's adapter module, and so its framework; return the adapter class."""
     from harness.adapter import load_adapter
@@ -76,9 +85,10 @@ def optimizer_spec(values: dict):
 
 def model_settings(job: dict) -> dict:
     """The cell's model sizes and dropout: its config table, less what is not the network's."""
+    from harness.config import network_settings
+
     cell, values = job["cell"], job["config"]
-    settings = {k: v for k, v in values[cell["model"]].items() if k not in ("epochs", "target_accuracy")}
-    return {**settings, **job.get("model_overrides", {})}
+    return {**network_settings(values[cell["model"]]), **job.get("model_overrides", {})}
 
 
 def _model_spec(job: dict):
@@ -124,7 +134,7 @@ def train(job: dict) -> None:
     spec = _model_spec(job)
     adapter_class = import_adapter(job)
     import_rss_mb = peak_rss_mb()  # the framework's own cost, before any data or model
-    dataset = load_dataset(job)
+    dataset = first_images(load_dataset(job), settings.get("train_samples", 0))
     steps_per_epoch = len(dataset.x_train) // values["batch_size"]
     adapter = build_adapter(job, spec, steps_per_epoch, adapter_class)
     adapter.set_params(spec.init_params(cell["seed"]))
@@ -170,11 +180,12 @@ def parity(job: dict) -> None:
     """The parity recipe (harness/parity.py) on this adapter; its observations go to a file for the runner."""
     import numpy as np
 
+    from harness.config import network_settings
     from harness.parity import observe
 
     cell, values = job["cell"], job["config"]
     adapter_class = import_adapter(job)
-    settings = {k: v for k, v in values[cell["model"]].items() if k not in ("epochs", "target_accuracy")}
+    settings = network_settings(values[cell["model"]])
     rate = settings.pop("dropout")
     options = {"eval_batch_size": values["eval_batch_size"], **values["options"].get(cell["framework"], {}),
                **job.get("options", {})}

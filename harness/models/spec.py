@@ -9,6 +9,7 @@ builds the one that name belongs to.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,7 +22,7 @@ CLASSES = 10
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(ABC):
     """A model by name and sizes: ModelSpec("mlp", hidden=(64,)) is the feedforward spec of that MLP.
 
     Every spec has a dropout rate (inverted dropout right before its last dense layer, off in evaluation)
@@ -46,26 +47,26 @@ class ModelSpec:
         return super().__new__(cls)
 
     @property
+    @abstractmethod
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Canonical name -> shape, in forward order."""
-        raise NotImplementedError  # each kind's
 
+    @abstractmethod
     def init_params(self, seed: int) -> dict[str, np.ndarray]:
         """The initial weights, float32, in param_shapes' order: the same for every framework."""
-        raise NotImplementedError  # each kind's
 
+    @abstractmethod
     def step_operations(self, batch: int) -> list[Operation]:
         """The heavy operations of one training step at this batch size, in the order a step runs them.
 
         The work flops_per_sample counts; the op floor (harness/execute/ceilings.py) times each alone in
         every library and sums the fastest.
         """
-        raise NotImplementedError  # each kind's
 
     @property
+    @abstractmethod
     def label(self) -> str:
         """The sizes that decide a step's work, for the op floor's name (floor_key)."""
-        raise NotImplementedError  # each kind's
 
     @property
     def param_count(self) -> int:

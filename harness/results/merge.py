@@ -67,8 +67,9 @@ def read_source(directory: Path) -> Source:
 
 def settings_differ(first: dict, other: dict) -> list[str]:
     """The settings two runs' configs hold differently, of those that decide what a row measures."""
-    from harness.config import MODELS
+    from harness.config import MODELS, with_model_defaults
 
+    first, other = with_model_defaults(first), with_model_defaults(other)
     models = set(first.get("models", [])) & set(other.get("models", []))
     keys = (set(first) & set(other)) - NOT_MEASURED - (set(MODELS) - models)
     return sorted(k for k in keys if first[k] != other[k])

@@ -251,8 +251,7 @@ def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots:
         if rows.empty:
             continue
         settings = config.get(model, {})
-        lines += ["", f"## {model.upper()}: {settings.get('epochs', '?')} epochs, "
-                  f"target accuracy {settings.get('target_accuracy', '?')}", ""]
+        lines += ["", f"## {model_heading(model, settings)}", ""]
         if config.get("stop_at_target"):
             lines += speedrun_text(runs[runs["model"] == model], settings, config)
         mode = (config.get("sweep") or {}).get("mode")
@@ -280,6 +279,13 @@ def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots:
     return "\n".join(lines) + "\n"
 
 
+def model_heading(model: str, settings: dict) -> str:
+    """A model's section heading: its epochs, the training images where not all, and its target."""
+    subset = f" of the first {settings['train_samples']:,} training images" if settings.get("train_samples") else ""
+    return (f"{model.upper()}: {settings.get('epochs', '?')} epochs{subset}, "
+            f"target accuracy {settings.get('target_accuracy', '?')}")
+
+
 def speedrun_text(rows: pd.DataFrame, settings: dict, config: dict) -> list[str]:
     """The time-to-target table under MLPerf's rules (harness/results/speedrun.py), before the usual table."""
     from harness.results.speedrun import speedrun_table
@@ -297,9 +303,10 @@ def speedrun_text(rows: pd.DataFrame, settings: dict, config: dict) -> list[str]
 
 def floor_key_of(config: dict, model: str) -> str | None:
     """The op floor's key of a model in a run's resolved config (None for an old config without the model)."""
+    from harness.config import network_settings
     from harness.models import floor_key, model_spec
 
-    settings = {k: v for k, v in config.get(model, {}).items() if k not in ("epochs", "target_accuracy")}
+    settings = network_settings(config.get(model, {}))
     try:
         return floor_key(model_spec(model, **settings), config.get("batch_size", 128))
     except (TypeError, ValueError):

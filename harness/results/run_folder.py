@@ -199,7 +199,9 @@ def differences(first: dict, now: dict) -> list[str]:
     if (old_cpu.get("model"), old_cpu.get("usable_cores")) != (new_cpu.get("model"), new_cpu.get("usable_cores")):
         found.append(f"the machine ({old_cpu.get('model')} x{old_cpu.get('usable_cores')} then, "
                      f"{new_cpu.get('model')} x{new_cpu.get('usable_cores')} now)")
-    old_config, new_config = first.get("config", {}), now.get("config", {})
+    from harness.config import with_model_defaults
+
+    old_config, new_config = with_model_defaults(first.get("config", {})), with_model_defaults(now.get("config", {}))
     keys = sorted(k for k in set(old_config) | set(new_config) if old_config.get(k) != new_config.get(k))
     if keys:
         found.append("the resolved config (" + ", ".join(keys) + ")")

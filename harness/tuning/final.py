@@ -35,6 +35,7 @@ def final_config(directory: Path, repeats: int | None = None) -> Config:
         name=f"{saved['name']}-final",
         description=f"the settings bench.py select chose on validation in {directory}, trained on the whole "
                     "training set and evaluated once on the test set",
+        **{m: {**saved[m], "train_samples": 0} for m in saved["models"]},  # every training image, as described
         validation=0, eval_split="test", evaluate="end", eval_every_steps=0, stop_at_target=False, save_params=True,
         repeats=repeats or saved["repeats"], seed=saved["seed"] + saved["repeats"],
         frameworks=frameworks, models=[m for m in saved["models"] if any(e["model"] == m for e in chosen)],

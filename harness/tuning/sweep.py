@@ -163,7 +163,9 @@ def planned(config: Config) -> str:
 
 def swept_keys() -> list[str]:
     """Every key a sweep may vary: hyper-parameters, never what decides the cells or how they are timed."""
-    models = [f"{m}.{k}" for m, schema in MODELS.items() for k in schema if k != "target_accuracy"]
+    # the target and the training set's size say what a row is judged by and on, not a setting to choose
+    fixed = ("target_accuracy", "train_samples")
+    models = [f"{m}.{k}" for m, schema in MODELS.items() for k in schema if k not in fixed]
     return [*SWEPT_TOP, *(f"optimizer.{k}" for k in OPTIMIZER), *models]
 
 
@@ -254,8 +256,8 @@ def _check_keys(setting: dict, config: Config, overrides: dict) -> None:
             (table in MODELS and name in MODELS[table])
         if known or table in ("synthetic", "slurm", "variants", "options"):
             raise SweepError(f"[sweep] cannot vary {key}: a sweep varies hyper-parameters ({', '.join(SWEPT_TOP)}, "
-                             "optimizer.*, and the model tables' keys but target_accuracy), not what decides the "
-                             "cells or how they are timed")
+                             "optimizer.*, and the model tables' keys but target_accuracy and train_samples), not "
+                             "what decides the cells or how they are timed")
         if table in ("optimizer", *MODELS):
             own = [k.partition(".")[2] for k in allowed if k.startswith(f"{table}.")]
             raise SweepError(f"[sweep] unknown key {table}.{name!r}: known keys are {', '.join(own)}")

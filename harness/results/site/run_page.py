@@ -12,7 +12,7 @@ import json
 
 import pandas as pd
 
-from harness.results.report import EFFICIENCY_COLUMNS, ceilings_text
+from harness.results.report import EFFICIENCY_COLUMNS, ceilings_text, model_heading
 from harness.results.site import figures
 from harness.results.site.html import definitions, details, esc, filter_bar, grid, page, paragraph, section, table
 from harness.results.site.rows import FILTER_KEYS, row_columns
@@ -102,9 +102,7 @@ def _model_sections(run: Run) -> list[str]:
                 drawn.append(figure)
         blocks = [figures.to_html(f, f"{model}-plot-{i}") for i, f in enumerate(drawn)]
         settings = run.config.get(model, {})
-        heading = (f"{model.upper()}: {settings.get('epochs', '?')} epochs, "
-                   f"target accuracy {settings.get('target_accuracy', '?')}")
-        sections.append(section(heading, grid(blocks), anchor=f"model-{model}"))
+        sections.append(section(model_heading(model, settings), grid(blocks), anchor=f"model-{model}"))
     return sections
 
 
