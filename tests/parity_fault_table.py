@@ -14,6 +14,7 @@ import pandas as pd
 from harness.adapter import discover
 from harness.config import load_config
 from harness.parity import TOLERANCES, run_parity
+from tests.adapter_checks import RATE, SIZES
 from tests.conftest import ROOT
 from tests.test_parity_faults import EXPECTED, MODELS
 
@@ -22,8 +23,9 @@ def margins(config_path: str) -> dict[tuple[str, str], str]:
     adapters = {**discover(), **discover(ROOT / "tests" / "adapters")}
     config = load_config(ROOT / config_path, {"frameworks": ["faults"], "models": MODELS, "threads": 1}, adapters)
     config.values["variants"] = {"faults": list(adapters["faults"].variants)}
-    if config.values["cnn"]["dropout"] == 0.5 and "smoke" in config_path:
-        config.values["cnn"]["dropout"] = 0.3  # as tests/test_parity_faults.py runs it
+    if "smoke" in config_path:
+        for model in MODELS:  # as tests/test_parity_faults.py runs it
+            config.values[model].update(SIZES[model], dropout=RATE[model])
     found: dict[tuple[str, str], tuple[float, str]] = {}
     for result in run_parity(config, jobs=2):  # a worker per core
         key = (result.variant, result.model)

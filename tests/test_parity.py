@@ -5,7 +5,6 @@ comparison is harness/parity.py's, as `bench.py parity` makes it. tests/test_par
 shows every check failing on an injected fault.
 """
 
-import functools
 import subprocess
 import sys
 
@@ -13,20 +12,15 @@ import numpy as np
 import pytest
 
 from harness import parity
-from harness.parity import RECIPES, TOLERANCES, ParityResult, compare, problems, reference, relative_l2
+from harness.parity import RECIPES, TOLERANCES, ParityResult, compare, problems, relative_l2
 from tests.adapter_checks import RATE, SIZES
 from tests.conftest import CPU_CASES, ROOT
 
 
-@functools.cache
-def reference_for(model: str, adam_epsilon: str, sgd_momentum: str) -> dict:
-    return reference(model, SIZES[model], RATE[model], adam_epsilon, sgd_momentum)
-
-
 @pytest.mark.parametrize("info, variant, model", CPU_CASES)
-def test_every_variant_matches_the_float64_reference(adapter_run, info, variant, model):
+def test_every_variant_matches_the_float64_reference(adapter_run, parity_reference, info, variant, model):
     _, seen = adapter_run(info, variant, model)
-    ref = reference_for(model, info.adam_epsilon, info.sgd_momentum)
+    ref = parity_reference(model, info.adam_epsilon, info.sgd_momentum)
     checks = compare(seen, ref, model, SIZES[model], RATE[model])
     assert {check for check, _, _ in checks} >= {"start", *RECIPES, f"dropout {RATE[model]:g}", "no dropout"}
     failures = [f"{check}: {name} {value:.2e} > {TOLERANCES[name]:.0e} {note}"
@@ -35,10 +29,10 @@ def test_every_variant_matches_the_float64_reference(adapter_run, info, variant,
     assert not failures, failures
 
 
-def test_the_two_adam_epsilon_forms_differ_measurably():
+def test_the_two_adam_epsilon_forms_differ_measurably(parity_reference):
     """A declaration that changed nothing would be a no-op: the forms must be far apart at parity's settings."""
-    a = reference_for("mlp", "sqrt_v_hat", "gradient")
-    b = reference_for("mlp", "sqrt_v", "gradient")
+    a = parity_reference("mlp", "sqrt_v_hat", "gradient")
+    b = parity_reference("mlp", "sqrt_v", "gradient")
     initial = {k: v.astype(np.float64) for k, v in parity.model_spec("mlp", **SIZES["mlp"]).init_params(0).items()}
     for name in ("adam", "adamw"):
         step = relative_l2(parity._params(b, f"{name}/step"), parity._params(a, f"{name}/step"), initial)
@@ -46,9 +40,9 @@ def test_the_two_adam_epsilon_forms_differ_measurably():
     assert relative_l2(parity._params(b, "sgd/final"), parity._params(a, "sgd/final"), initial) == 0.0
 
 
-def test_the_two_sgd_momentum_forms_differ_only_when_the_rate_changes():
-    a = reference_for("mlp", "sqrt_v_hat", "gradient")
-    b = reference_for("mlp", "sqrt_v_hat", "step")
+def test_the_two_sgd_momentum_forms_differ_only_when_the_rate_changes(parity_reference):
+    a = parity_reference("mlp", "sqrt_v_hat", "gradient")
+    b = parity_reference("mlp", "sqrt_v_hat", "step")
     initial = {k: v.astype(np.float64) for k, v in parity.model_spec("mlp", **SIZES["mlp"]).init_params(0).items()}
     for name in ("sgd", "nesterov"):
         # epoch 1 at one rate: the same steps; across the decay, the step form carries the old rate

@@ -12,6 +12,7 @@ import pytest
 from harness.adapter import discover
 from harness.config import load_config
 from harness.parity import TOLERANCES, run_parity
+from tests.adapter_checks import RATE, SIZES
 from tests.conftest import ROOT
 
 EXPECTED = {  # fault -> the check that must catch it
@@ -40,7 +41,8 @@ def results():
     config = load_config(ROOT / "configs" / "smoke.toml", {"frameworks": ["faults"], "models": MODELS, "threads": 1},
                          adapters)
     config.values["variants"] = {"faults": list(adapters["faults"].variants)}
-    config.values["cnn"]["dropout"] = 0.3  # unlike 0.5, one rate then tells a rate from a keep-probability
+    for model in MODELS:  # the conformance suite's sizes and rates: its references (conftest.py) serve here too
+        config.values[model].update(SIZES[model], dropout=RATE[model])  # no 0.5: a rate then differs from 1 - rate
     return run_parity(config, jobs=2)  # a worker per core
 
 
