@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""mnist-bench: the same MNIST MLP and CNN, trained the same way, in every framework.
+"""mnist-bench: the same MNIST models (MLP, CNN, LSTM, ViT), trained the same way, in every framework.
 
 Thin command line over harness/: it parses arguments and calls the machinery. No ML
 framework (and nothing heavy) is imported here, so `list` and `--help` start at once.

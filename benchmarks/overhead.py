@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.config import load_config, network_settings  # noqa: E402
+from harness.config import load_config, model_optimizer, network_settings  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 
 GOAL = 0.97
@@ -94,7 +94,7 @@ def bare_speed(cell, config) -> float | None:
     job = {"model": cell.model, "variant": cell.variant, "device": cell.device, "epochs": settings["epochs"],
            "seed": cell.seed,
            "batch_size": values["batch_size"], "train": values["synthetic"]["train"], "threads": values["threads"],
-           "lr": values["optimizer"]["lr"], "options": values["options"].get(cell.framework, {}),
+           "lr": model_optimizer(values, cell.model)["lr"], "options": values["options"].get(cell.framework, {}),
            **network_settings(settings)}
     # the cell's own environment: its threads, BLAS and malloc settings, and its device (a CPU cell sees no GPU;
     # Keras on PyTorch takes its device from KERAS_TORCH_DEVICE, as the adapter sets it)

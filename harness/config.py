@@ -110,6 +110,7 @@ OPTIMIZER = {
 MODEL_COMMON = {
     "epochs": (int, None, _positive),
     "train_samples": (int, 0, _non_negative),  # train on the first N training images; 0 = all of them
+    "lr": (NUMBER, 0, _non_negative),  # this model's learning rate in place of [optimizer]'s; 0 = [optimizer]'s
     "dropout": (NUMBER, None, _fraction),
     "target_accuracy": (NUMBER, None, lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
 }
@@ -138,7 +139,13 @@ def with_model_defaults(values: dict) -> dict:
 
 
 # A model table's keys that say how it is trained, not what the network is.
-TRAINING_KEYS = ("epochs", "target_accuracy", "train_samples")
+TRAINING_KEYS = ("epochs", "target_accuracy", "train_samples", "lr")
+
+
+def model_optimizer(values: dict, model: str) -> dict:
+    """The [optimizer] table as a model trains with it: its own lr where its table sets one."""
+    own = values[model].get("lr") or values["optimizer"]["lr"]
+    return {**values["optimizer"], "lr": own}
 
 
 def network_settings(table: dict) -> dict:

@@ -40,6 +40,17 @@ def test_train_samples_is_how_the_model_is_trained_not_the_network():
     assert config.model("cnn") == resolve({}, "x").model("cnn")  # the same network, its op floor's key too
 
 
+def test_a_models_own_rate_replaces_the_shared_one_for_it_alone():
+    from harness.config import model_optimizer
+
+    config = resolve({"vit": {"lr": 2e-3}}, "x")
+    assert model_optimizer(config.values, "vit")["lr"] == 2e-3
+    assert model_optimizer(config.values, "mlp") == config.values["optimizer"]  # lr = 0: the [optimizer] table's
+    assert config.model("vit") == resolve({}, "x").model("vit")  # a training setting: the network is the same
+    with pytest.raises(ConfigError, match=re.escape("vit.lr = -0.1 must be 0 or more")):
+        resolve({"vit": {"lr": -0.1}}, "x")
+
+
 def test_a_config_written_before_train_samples_compares_equal_to_one_written_after():
     from harness.config import with_model_defaults
 

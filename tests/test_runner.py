@@ -66,6 +66,23 @@ def test_train_samples_cuts_each_epoch_to_the_first_images(tmp_path):
     assert "## MLP: 2 epochs of the first 96 training images" in result.stdout
 
 
+def test_a_models_own_rate_is_the_one_its_adapter_trains_with(tmp_path):
+    from harness.execute.worker import build_adapter
+    from harness.results.report import model_heading
+    from harness.runner import plan
+
+    config = tmp_path / "rate.toml"
+    config.write_text(SMOKE.read_text().replace("[cnn]\n", "[cnn]\nlr = 0.005\n"))
+    config = load_config(config, {"frameworks": ["numpy"]})
+    def optimizer_of(spec, optimizer, **_):  # an adapter class that returns what it was built with
+        return optimizer
+
+    rates = {cell.model: build_adapter(plan(cell, config, None, tmp_path).job, config.model(cell.model), 4,
+                                       adapter_class=optimizer_of).lr for cell in config.cells()}
+    assert rates == {"mlp": config.values["optimizer"]["lr"], "cnn": 0.005}
+    assert model_heading("cnn", config.values["cnn"]).startswith("CNN: 2 epochs, learning rate 0.005, target")
+
+
 @pytest.fixture
 def faulty_config():
     adapters = {**discover(), **discover(ROOT / "tests" / "adapters")}

@@ -68,7 +68,7 @@ def test_a_sweep_evaluates_on_a_validation_hold_out_and_resolves_again_to_itself
     ({"optimizer.lr": ["fast"]}, "[sweep] optimizer.lr = 'fast' must be a number"),
     ({"optimizer.lr": [-1.0]}, "[sweep] optimizer.lr = -1.0 must be greater than 0"),
     ({"optimizer.lrr": [1e-3]}, "[sweep] unknown key optimizer.'lrr': known keys are name, lr,"),
-    ({"mlp.hiden": [[8]]}, "[sweep] unknown key mlp.'hiden': known keys are epochs, dropout, hidden"),
+    ({"mlp.hiden": [[8]]}, "[sweep] unknown key mlp.'hiden': known keys are epochs, lr, dropout, hidden"),
     ({"mlp.hidden": [8, 16]}, "[sweep] mlp.hidden = 8 must be list"),
     ({"frameworks": [["numpy"]]}, "[sweep] cannot vary frameworks"),
     ({"mlp.train_samples": [96, 192]}, "[sweep] cannot vary mlp.train_samples"),
@@ -193,3 +193,14 @@ def test_select_refuses_a_run_that_is_not_a_sweep(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"name": "x"}))
     result = bench("select", tmp_path)
     assert result.returncode == 2 and "is not a sweep" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_sweep_of_the_shared_rate_is_refused_where_a_model_has_its_own():
+    own = {**BASE, "mlp": {**BASE["mlp"], "lr": 2e-3}}
+    with pytest.raises(ConfigError, match=re.escape("[sweep] varies optimizer.lr, but mlp.lr = 0.002 gives the mlp "
+                                                    "its own rate")):
+        resolve({**own, "sweep": {"optimizer.lr": [1e-3, 3e-3]}}, "t")
+    both = resolve({**own, "sweep": {"optimizer.lr": [1e-3, 3e-3], "mlp.lr": [1e-3, 3e-3]}}, "t")
+    assert len(both.cells()) == 4 + 2  # the MLP's four pairs, and the CNN once per shared rate
+    alone = resolve({**own, "sweep": {"mlp.lr": [1e-3, 3e-3]}}, "t")
+    assert sorted(dict(c.setting)["mlp.lr"] for c in alone.cells() if c.model == "mlp") == [1e-3, 3e-3]

@@ -64,7 +64,9 @@ def build_adapter(job: dict, model_spec, steps_per_epoch: int, adapter_class=Non
     adapter_class = adapter_class or import_adapter(job)
     options = {"eval_batch_size": values["eval_batch_size"], **values["options"].get(cell["framework"], {})}
     epochs = values[cell["model"]]["epochs"]
-    optimizer = {**(job.get("optimizer") or values["optimizer"]), "steps_per_epoch": steps_per_epoch,
+    from harness.config import model_optimizer
+
+    optimizer = {**(job.get("optimizer") or model_optimizer(values, cell["model"])), "steps_per_epoch": steps_per_epoch,
                  "total_steps": epochs * steps_per_epoch}
     return adapter_class(
         model_spec,

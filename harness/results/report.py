@@ -280,9 +280,11 @@ def summary_markdown(runs: pd.DataFrame, environment: dict, config: dict, plots:
 
 
 def model_heading(model: str, settings: dict) -> str:
-    """A model's section heading: its epochs, the training images where not all, and its target."""
+    """A model's section heading: its epochs, the training images where not all, its own rate where it has one,
+    and its target."""
     subset = f" of the first {settings['train_samples']:,} training images" if settings.get("train_samples") else ""
-    return (f"{model.upper()}: {settings.get('epochs', '?')} epochs{subset}, "
+    rate = f", learning rate {settings['lr']:g}" if settings.get("lr") else ""
+    return (f"{model.upper()}: {settings.get('epochs', '?')} epochs{subset}{rate}, "
             f"target accuracy {settings.get('target_accuracy', '?')}")
 
 

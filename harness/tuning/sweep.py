@@ -247,6 +247,11 @@ def _check_keys(setting: dict, config: Config, overrides: dict) -> None:
                                  f"{table!r} to models or drop the key")
             if key.endswith(".epochs") and overrides.get("epochs") is not None:
                 raise SweepError(f"[sweep] varies {key}, which --epochs sets for every model: drop one of them")
+            own = next((m for m in config.models if config.values[m].get("lr") and f"{m}.lr" not in setting), None)
+            if key == "optimizer.lr" and own:
+                raise SweepError(f"[sweep] varies optimizer.lr, but {own}.lr = {config.values[own]['lr']:g} gives "
+                                 f"the {own} its own rate, which the sweep would not reach: vary {own}.lr as well, "
+                                 f"or remove {own}.lr")
             continue
         if key.count(".") > 1 or not key:
             raise SweepError(f"[sweep] {key!r} is not a config key: name one as 'key' or 'table.key', e.g. "
